@@ -1,0 +1,1 @@
+"""A streaming neural audio codec built from scratch (DAC/SEANet-style encoder/decoder with residual VQ)."""

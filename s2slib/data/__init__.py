@@ -1,0 +1,1 @@
+"""Telugu speech data: synthesis, bundled samples, public corpora, preprocessing and manifests."""
