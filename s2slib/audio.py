@@ -11,13 +11,14 @@ with its ``sample_rate`` in Hz passed beside it.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+
+from s2slib.atomic import atomic_path
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus")
 
@@ -80,21 +81,14 @@ def save_audio(path: str | os.PathLike, wav: np.ndarray, sample_rate: int, subty
     The file is written under a temporary name in the same folder and renamed into place, so a killed process never
     leaves a half-written file under the final name. The format follows the extension (``.wav``, ``.flac``).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim == 2:
         wav = wav.T  # soundfile wants (T, C)
     if subtype.startswith("PCM"):
         wav = np.clip(wav, -1.0, 1.0)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, wav, int(sample_rate), subtype=subtype)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), wav, int(sample_rate), subtype=subtype, format=path.suffix.lstrip(".").upper())
     return path
 
 

@@ -1,0 +1,52 @@
+# The course in two commands:
+#   make course   create .venv if missing, install, run every notebook headless (PROFILE=smoke|laptop|gpu)
+#   make test     create .venv if missing, install, run the test suite and the notebooks under nbval
+# Also: make lab (JupyterLab on notebooks/), make list (notebooks and parameters), make strip (clear notebook
+# outputs before a commit), make clean.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?=
+OUT ?=
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install course test lab list clean strip
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
+	  echo "error: the course needs Python 3.11; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)."; \
+	  echo "       Install Python 3.11 and run: make $(MAKECMDGOALS) PYTHON=/path/to/python3.11"; exit 1; }
+	@test -x $(PY) || { echo "Creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install --disable-pip-version-check -q -e .
+	@touch $(STAMP)
+
+course: install
+	$(PY) -m s2slib.course run $(if $(PROFILE),--profile $(PROFILE)) $(if $(OUT),--out $(OUT)) $(ARGS)
+
+# The unit and smoke tests, then every course notebook executed by nbval at the smoke profile, in order, sharing
+# one run directory under build/nbval. pytest's exit code 5 means it collected no tests: reported as a failure.
+test: install
+	@rm -rf build/nbval
+	$(PY) -m s2slib.course prepare --profile smoke --out build/nbval
+	@S2S_FIGURES_DIR=build/test-figures $(PY) -m pytest tests build/nbval/notebooks \
+	  --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests (exit code 5); the test suite is missing"; fi; \
+	exit $$rc
+
+lab: install
+	$(PY) -m jupyter lab notebooks/
+
+list: install
+	$(PY) -m s2slib.course list $(if $(PROFILE),--profile $(PROFILE))
+
+clean:
+	rm -rf build .pytest_cache
+
+# Remove outputs from the course notebooks before committing (tests/test_notebooks.py checks they are clean).
+strip: install
+	$(PY) -m jupyter nbconvert --clear-output --inplace notebooks/[0-9][0-9]_*.ipynb
