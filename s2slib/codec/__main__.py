@@ -1,0 +1,148 @@
+"""Command line of the course codec (the same code notebook 02 calls).
+
+    python -m s2slib.codec train --run runs/laptop [--preset laptop] [--max-steps 2000] [--out DIR] ...
+    torchrun --nproc_per_node 2 -m s2slib.codec train --run runs/laptop ...     # DistributedDataParallel
+    python -m s2slib.codec encode IN.wav OUT.codes --checkpoint runs/laptop/codec/codec.pt [--n-q 8]
+    python -m s2slib.codec decode IN.codes OUT.wav --checkpoint runs/laptop/codec/codec.pt
+    python -m s2slib.codec eval --checkpoint runs/laptop/codec/codec.pt --audio data/samples [--n-q 8]
+
+``eval`` prints one JSON object of mean metrics over every audio file in the folder (wav, flac, mp3, ogg; any sample
+rate; resampled to the codec's): ``snr``, ``si_sdr``, ``mel_distance``, ``stoi``, ``bitrate_kbps``, ``n_files``
+(files that could not be decoded are listed under ``skipped`` with the reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from s2slib.audio import AUDIO_EXTENSIONS, AudioError, load_audio, save_audio
+from s2slib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def encode_file(codec, wav_path: Path, n_q: int | None) -> dict:
+    """Codes of one audio file as a ``codes`` record: int16 ``codes (n_q, frames)`` plus what decoding needs."""
+    wav, _ = load_audio(wav_path, sample_rate=codec.sample_rate)
+    with torch.inference_mode():
+        codes = codec.encode(torch.from_numpy(wav).view(1, 1, -1), n_q)[0]  # (n_q, F)
+    return {"codes": codes.to(torch.int16), "length": len(wav), "sample_rate": codec.sample_rate,
+            "hop_length": codec.hop_length, "codebook_size": codec.config.codebook_size}
+
+
+def decode_record(codec, record: dict) -> torch.Tensor:
+    """The waveform ``(T,)`` of a ``codes`` record, checked against the codec it is decoded with."""
+    if record["hop_length"] != codec.hop_length or record["sample_rate"] != codec.sample_rate:
+        raise ValueError(
+            f"these codes were made by a codec at {record['sample_rate']} Hz with hop {record['hop_length']}; the "
+            f"checkpoint given is at {codec.sample_rate} Hz with hop {codec.hop_length}. Decode with the same codec."
+        )
+    codes = record["codes"].long()[None]  # (1, n_q, F)
+    if codes.shape[1] > codec.config.n_q or int(codes.max()) >= codec.config.codebook_size:
+        raise ValueError("these codes do not fit the checkpoint's quantizer (too many levels or codes out of range)")
+    with torch.inference_mode():
+        return codec.decode(codes, length=record["length"]).view(-1)
+
+
+def evaluate_folder(codec, folder: Path, n_q: int | None) -> dict:
+    """Mean metrics of every decodable audio file under ``folder`` (see the module docstring)."""
+    import numpy as np
+
+    from s2slib import metrics
+    from s2slib.codec.train import reconstruct
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+    rows, skipped = [], {}
+    for path in files:
+        try:
+            wav, _ = load_audio(path, sample_rate=codec.sample_rate)
+        except AudioError as exc:
+            skipped[str(path)] = str(exc)
+            continue
+        rows.append(metrics.evaluate_pair(wav, reconstruct(codec, wav, n_q), codec.sample_rate))
+    levels = n_q or codec.config.n_q
+    out = {k: float(np.mean([r[k] for r in rows])) if rows else None for k in ("snr", "si_sdr", "mel_distance", "stoi")}
+    out.update(bitrate_kbps=codec.config.bitrate_kbps(levels), n_q=levels, n_files=len(rows))
+    if skipped:
+        out["skipped"] = skipped
+    return out
+
+
+def _train(args) -> int:
+    from s2slib.codec.config import CodecConfig
+    from s2slib.codec.train import CodecTrainConfig, CodecTrainer
+
+    run = Path(args.run) if args.run else None
+    train_manifest = args.train_manifest or (run / "data" / "manifests" / "train.jsonl" if run else None)
+    val_manifest = args.val_manifest or (run / "data" / "manifests" / "val.jsonl" if run else None)
+    out = args.out or (run / "codec" if run else None)
+    if train_manifest is None or out is None:
+        print("error: give --run RUN_DIR (from notebook 01) or --train-manifest and --out", file=sys.stderr)
+        return 2
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(CodecTrainConfig)
+                 if getattr(args, f.name, None) is not None}
+    trainer = CodecTrainer(CodecConfig.preset(args.preset), CodecTrainConfig(**overrides), train_manifest,
+                           val_manifest, out, device=args.device)
+    history = trainer.fit(progress=not args.no_progress)
+    if trainer.dist.is_main:
+        print(json.dumps({"step": trainer.step, "out": str(out), **(history.rows[-1] if history.rows else {})}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from s2slib.codec.train import CodecTrainConfig, load_codec
+
+    parser = argparse.ArgumentParser(prog="python -m s2slib.codec", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train a codec on a run's manifests")
+    tr.add_argument("--run", help="run directory written by notebook 01")
+    tr.add_argument("--train-manifest")
+    tr.add_argument("--val-manifest")
+    tr.add_argument("--out", help="output folder (default: RUN/codec)")
+    tr.add_argument("--preset", default="laptop", help="seed, seed_50hz, laptop or tiny")
+    tr.add_argument("--device", default="auto")
+    tr.add_argument("--no-progress", action="store_true")
+    numeric = {"int": int, "float": float}  # CodecTrainConfig's annotations are strings (postponed evaluation)
+    for f in dataclasses.fields(CodecTrainConfig):
+        if f.type in numeric:
+            tr.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=numeric[f.type], default=None)
+    for name in ("encode", "decode"):
+        p = sub.add_parser(name, help=f"{name} one file")
+        p.add_argument("input", type=Path)
+        p.add_argument("output", type=Path)
+        p.add_argument("--checkpoint", required=True, type=Path)
+        p.add_argument("--n-q", type=int, default=None, help="quantizer levels (default: all)")
+    ev = sub.add_parser("eval", help="metrics over a folder of audio files (JSON)")
+    ev.add_argument("--checkpoint", required=True, type=Path)
+    ev.add_argument("--audio", required=True, type=Path)
+    ev.add_argument("--n-q", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "train":
+            return _train(args)
+        codec = load_codec(args.checkpoint)
+        if args.command == "encode":
+            save_checkpoint(args.output, encode_file(codec, args.input, args.n_q), kind="codes")
+            print(f"{args.output}: {codec.config.bitrate_kbps(args.n_q):.1f} kbps")
+        elif args.command == "decode":
+            record = load_checkpoint(args.input, kind="codes")
+            save_audio(args.output, decode_record(codec, record).numpy(), codec.sample_rate)
+            print(args.output)
+        else:
+            if not args.audio.is_dir():
+                print(f"error: {args.audio} is not a folder of audio files", file=sys.stderr)
+                return 2
+            print(json.dumps(evaluate_folder(codec, args.audio, args.n_q)))
+    except (AudioError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Configuration of the streaming codec: one dataclass, named presets, and a checked dict round trip.
+
+A checkpoint stores ``CodecConfig.to_dict()`` beside the weights, so ``CodecConfig.from_dict(ckpt["config"])``
+always rebuilds the model the weights belong to.
+
+The presets
+-----------
+``seed()``       the course's design: 16 kHz, strides (2, 2, 2, 2, 5) -> hop 80 -> 200 frames/s, 8 x 1024 codes
+                 -> 16 kbps; channels 32 doubling to 512, latent 1024. For GPU training.
+``seed_50hz()``  the same network with strides (2, 4, 5, 8) -> hop 320 -> 50 frames/s -> 4 kbps at 8 levels:
+                 the frame rate a speech language model wants.
+``laptop()``     small enough to train on two CPU cores: fewer, wider-strided stages (4, 4, 5) -> the same hop 80,
+                 channels 24 -> 96, latent 128, a faster EMA. See its docstring for the measurements behind it.
+``tiny()``       a few thousand parameters, for unit tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+ACTIVATIONS = ("snake", "elu")
+CODEBOOK_METRICS = ("euclidean", "cosine")
+
+
+def dataclass_from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build dataclass ``cls`` from ``data``, refusing keys it does not know.
+
+    Lists are turned back into tuples where the field's default is a tuple (JSON and YAML have no tuples), so
+    ``cls.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg``.
+
+    Raises
+    ------
+    TypeError: ``data`` is not a mapping.
+    ValueError: ``data`` has keys that are not fields of ``cls``; the message lists them and the valid ones.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"{cls.__name__}: unknown key(s) {unknown}. Valid keys are {sorted(fields)}. "
+            "Was this dict written by a different version of the course library?"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        f = fields[name]
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        )
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+@dataclass
+class CodecConfig:
+    """Every knob of the codec (encoder, residual VQ, decoder).
+
+    Architecture (follows DAC, Kumar et al. 2023, "High-Fidelity Audio Compression with Improved RVQGAN", made
+    causal as in EnCodec's streaming variant, Défossez et al. 2022): an input conv, one encoder stage per stride
+    (residual units with dilations ``dilations`` then a strided conv of kernel ``2 * stride``), a conv to
+    ``latent_dim``; the decoder mirrors it with transposed convs. Channels of stage ``i`` are
+    ``min(base_dim * 2**i, max_dim)``.
+    """
+
+    # --- signal ---
+    sample_rate: int = 16000  # Hz
+    channels: int = 1  # audio channels (mono)
+    # --- encoder / decoder ---
+    encoder_dim: int = 32  # channels after the encoder's input conv; doubles at every stage
+    encoder_max_dim: int = 512  # cap on the encoder's channels
+    decoder_dim: int = 32  # channels of the decoder's last stage (mirror of encoder_dim)
+    decoder_max_dim: int = 512  # cap on the decoder's channels (its first stages)
+    latent_dim: int = 1024  # channels of the latent the quantizer sees
+    strides: tuple[int, ...] = (2, 2, 2, 2, 5)  # encoder downsampling per stage; the decoder uses them reversed
+    dilations: tuple[int, ...] = (1, 3, 9)  # one residual unit per dilation, in every stage
+    kernel_size: int = 7  # input conv of the encoder, input and output convs of the decoder
+    residual_kernel_size: int = 7  # dilated conv inside each residual unit
+    latent_kernel_size: int = 3  # the encoder's last conv (to latent_dim)
+    activation: str = "snake"  # "snake" (periodic, Ziyin et al. 2020) or "elu" (SEANet/EnCodec)
+    weight_norm: bool = True  # weight normalisation on every conv (Salimans & Kingma 2016)
+    tanh_output: bool = True  # squash the decoded waveform into (-1, 1)
+    # --- residual vector quantizer ---
+    n_q: int = 8  # quantizer levels
+    codebook_size: int = 1024  # entries per level -> log2(1024) = 10 bits per level per frame
+    codebook_dim: int | None = 8  # low-dim lookup space (DAC's factorized codes); None: look up in latent_dim
+    codebook_metric: str = "euclidean"  # nearest entry by "euclidean" distance or "cosine" (DAC's normalised lookup)
+    commitment_weight: float = 0.25  # beta of the commitment loss (van den Oord et al. 2017)
+    ema_decay: float = 0.99  # EMA decay of codebook statistics (VQ-VAE appendix A.1)
+    ema_epsilon: float = 1e-5  # Laplace smoothing of the EMA cluster sizes
+    kmeans_iters: int = 10  # Lloyd iterations initialising each codebook on the first batch; 0: no k-means
+    dead_code_threshold: float = 0.1  # a code whose EMA usage < this fraction of the uniform share is reset
+    quantizer_dropout: float = 0.5  # probability that a training example uses a random 1..n_q levels
+
+    # ------------------------------------------------------------------ derived quantities
+    @property
+    def hop_length(self) -> int:
+        """Samples per code frame: the product of the strides."""
+        return math.prod(self.strides)
+
+    @property
+    def frame_rate(self) -> float:
+        """Code frames per second: ``sample_rate / hop_length``."""
+        return self.sample_rate / self.hop_length
+
+    def bitrate_kbps(self, n_q: int | None = None) -> float:
+        """Bit rate at ``n_q`` levels (default: all): ``n_q * log2(codebook_size) * frame_rate / 1000``."""
+        from s2slib.metrics import bitrate_kbps
+
+        return bitrate_kbps(self.n_q if n_q is None else n_q, self.codebook_size, self.frame_rate)
+
+    def encoder_channels(self) -> list[int]:
+        """Channels entering each encoder stage, plus the channels after the last one: ``len(strides) + 1``."""
+        return [min(self.encoder_dim * 2**i, self.encoder_max_dim) for i in range(len(self.strides) + 1)]
+
+    def decoder_channels(self) -> list[int]:
+        """Channels entering each decoder stage, plus those after the last one (largest first)."""
+        return [min(self.decoder_dim * 2**i, self.decoder_max_dim) for i in range(len(self.strides) + 1)][::-1]
+
+    # ------------------------------------------------------------------ checks and serialisation
+    def __post_init__(self) -> None:
+        self.strides = tuple(self.strides)
+        self.dilations = tuple(self.dilations)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field at fault if the configuration cannot build a model."""
+        positive = [
+            "sample_rate", "channels", "encoder_dim", "encoder_max_dim", "decoder_dim", "decoder_max_dim",
+            "latent_dim", "kernel_size", "residual_kernel_size", "latent_kernel_size", "n_q", "codebook_size",
+        ]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"CodecConfig.{name} must be a positive integer, got {value!r}.")
+        if not self.strides or any(not isinstance(s, int) or s <= 0 for s in self.strides):
+            raise ValueError(f"CodecConfig.strides must be positive integers, got {self.strides!r}.")
+        if any(not isinstance(d, int) or d <= 0 for d in self.dilations):
+            raise ValueError(f"CodecConfig.dilations must be positive integers, got {self.dilations!r}.")
+        if self.codebook_dim is not None and (not isinstance(self.codebook_dim, int) or self.codebook_dim <= 0):
+            raise ValueError(f"CodecConfig.codebook_dim must be a positive integer or None, got {self.codebook_dim!r}.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"CodecConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}.")
+        if self.codebook_metric not in CODEBOOK_METRICS:
+            raise ValueError(
+                f"CodecConfig.codebook_metric must be one of {CODEBOOK_METRICS}, got {self.codebook_metric!r}."
+            )
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"CodecConfig.ema_decay must lie in (0, 1), got {self.ema_decay}.")
+        if not 0.0 <= self.quantizer_dropout <= 1.0:
+            raise ValueError(f"CodecConfig.quantizer_dropout is a probability in [0, 1], got {self.quantizer_dropout}.")
+        if self.kmeans_iters < 0 or self.dead_code_threshold < 0 or self.commitment_weight < 0:
+            raise ValueError("CodecConfig.kmeans_iters, dead_code_threshold and commitment_weight must be >= 0.")
+        if self.ema_epsilon <= 0:
+            raise ValueError(f"CodecConfig.ema_epsilon must be > 0, got {self.ema_epsilon}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict (tuples become lists) for checkpoints, JSON and YAML."""
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CodecConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` listing the valid ones."""
+        return dataclass_from_dict(cls, data)
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def seed(cls) -> "CodecConfig":
+        """The course's design: hop 80 (200 frames/s), 8 x 1024 codes = 16 kbps, channels 32 -> 512, latent 1024."""
+        return cls()
+
+    @classmethod
+    def seed_50hz(cls) -> "CodecConfig":
+        """The seed network at 50 frames/s: strides (2, 4, 5, 8) -> hop 320, 8 x 1024 codes = 4 kbps."""
+        return cls(strides=(2, 4, 5, 8))
+
+    @classmethod
+    def laptop(cls) -> "CodecConfig":
+        """A codec that trains on two CPU cores in about twenty minutes; hop 80, 200 frames/s, 16 kbps, ~1.0 M params.
+
+        Cost per second of audio is dominated by the residual units, ``~8 * C**2 * rate`` multiply-adds each, so
+        five stages of doubling width (the seed's layout with channels 16 -> 256, 6.2 M parameters) cost ~7 GMAC
+        per second of audio and a training step on 8 x 0.5 s took ~2.2 s here, leaving only ~500 steps in twenty
+        minutes. Three stages with strides (4, 4, 5) keep hop 80 while running the widest units at 1 kHz; with
+        channels 24 -> 96 the same step takes ~0.55 s on two cores (~2000 steps in twenty minutes). The latent is
+        128 wide and the codebooks look up in 8 dimensions, as in the seed.
+
+        ``ema_decay`` is 0.9 instead of 0.99: in a run of a few thousand steps at a high learning rate the encoder
+        moves fast, and a codebook averaging over ~100 steps lags behind it; most entries are stranded and the code
+        perplexity collapses (measured: ~10 of 1024 for the first 230 steps at 0.99, ~150-250 by step 100 at 0.9).
+        """
+        return cls(
+            encoder_dim=24,
+            encoder_max_dim=96,
+            decoder_dim=24,
+            decoder_max_dim=96,
+            latent_dim=128,
+            strides=(4, 4, 5),
+            ema_decay=0.9,
+        )
+
+    @classmethod
+    def tiny(cls) -> "CodecConfig":
+        """A few thousand parameters for unit tests and smoke runs: hop 80, 4 levels of 64 codes."""
+        return cls(
+            encoder_dim=4,
+            encoder_max_dim=16,
+            decoder_dim=4,
+            decoder_max_dim=16,
+            latent_dim=16,
+            strides=(4, 4, 5),
+            dilations=(1, 3),
+            n_q=4,
+            codebook_size=64,
+            codebook_dim=4,
+            kmeans_iters=3,
+        )
+
+    @classmethod
+    def preset(cls, name: str) -> "CodecConfig":
+        """Look a preset up by name (``"seed"``, ``"seed_50hz"``, ``"laptop"``, ``"tiny"``)."""
+        presets = {"seed": cls.seed, "seed_50hz": cls.seed_50hz, "laptop": cls.laptop, "tiny": cls.tiny}
+        if name not in presets:
+            raise ValueError(f"unknown codec preset {name!r}; choose one of {sorted(presets)}.")
+        return presets[name]()

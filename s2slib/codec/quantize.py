@@ -1,0 +1,430 @@
+"""Residual vector quantization with EMA codebooks, k-means initialisation and dead-code reset.
+
+* :class:`VectorQuantizer`, one level: project the latent to a small lookup space (DAC's factorized codes,
+  Kumar et al. 2023), find the nearest codebook entry, pass gradients straight through, project back. The
+  codebook is not trained by gradient but by exponential moving averages of the vectors assigned to each entry
+  (van den Oord et al. 2017, "Neural Discrete Representation Learning", appendix A.1; Razavi et al. 2019,
+  VQ-VAE-2), initialised by k-means on the first training batch and with unused entries re-seeded from the data
+  (as in SoundStream, Zeghidour et al. 2021, and EnCodec, Défossez et al. 2022).
+* :class:`ResidualVectorQuantizer`, ``n_q`` levels: level ``i`` quantizes what levels ``< i`` left over, so the
+  first level carries the coarse content and each further level refines it (SoundStream, section 3.3). With
+  quantizer dropout one model serves every bit rate from 1 to ``n_q`` levels.
+
+Distributed training: when ``torch.distributed`` is initialised, the batch statistics of the EMA update are
+summed over processes before they are folded in, and k-means initialisation and dead-code reset are broadcast
+from rank 0, so every process keeps the same codebooks. Every level runs on every step (quantizer dropout masks
+examples instead of skipping levels), so DDP needs no ``find_unused_parameters``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from s2slib.codec.config import CodecConfig
+from s2slib.metrics import codebook_usage
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_reduce_sum_(*tensors: Tensor) -> None:
+    """Sum each tensor over processes, in place (no-op without torch.distributed)."""
+    if _distributed():
+        for t in tensors:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
+def _broadcast_(*tensors: Tensor) -> None:
+    """Copy each tensor from rank 0 to every process, in place (no-op without torch.distributed)."""
+    if _distributed():
+        for t in tensors:
+            dist.broadcast(t, src=0)
+
+
+def _squared_distances(x: Tensor, codebook: Tensor, metric: str = "euclidean") -> Tensor:
+    """Squared distances (N, K), in float64, from each row of ``x`` (N, d) to each row of ``codebook`` (K, d).
+
+    ``metric="euclidean"``: ``||x_n - c_k||^2``. ``metric="cosine"``: the same between the L2-normalised vectors,
+    ``2 - 2 cos(x_n, c_k)``, so only directions are compared (DAC's normalised codes).
+
+    Expanded as ``||x||^2 - 2 x.c + ||c||^2`` so it is one matrix product, not an (N, K, d) tensor. The expansion
+    cancels catastrophically when ``x`` is close to ``c`` compared with their norms: in float32 the rounding
+    (~1e-7 * ||x||^2) can exceed the gap between the two nearest entries and make the choice depend on the batch
+    shape. In float64 the error is ~1e-16 * ||x||^2, and with d <= 1024 the cost is still small.
+    """
+    x, codebook = x.double(), codebook.double()
+    if metric == "cosine":
+        x, codebook = F.normalize(x, dim=1), F.normalize(codebook, dim=1)
+    return x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.t() + codebook.pow(2).sum(1)[None, :]
+
+
+def kmeans(x: Tensor, k: int, iters: int, metric: str = "euclidean") -> tuple[Tensor, Tensor]:
+    """Lloyd's k-means: ``k`` centroids of the rows of ``x``.
+
+    Parameters
+    ----------
+    x: Tensor[N, d] data; float32.
+    k: number of centroids. Initial centroids are ``k`` random rows of distinct value (values are reused only if
+        ``x`` has fewer than ``k`` distinct rows; the extra centroids then get no rows and stay duplicates).
+    iters: Lloyd iterations (assign each row to its nearest centroid, move each centroid to its rows' mean); a
+        centroid that gets no rows keeps its place.
+
+    Returns
+    -------
+    centroids: Tensor[k, d]; counts: Tensor[k] rows assigned to each centroid at the end.
+    """
+    distinct = torch.unique(x, dim=0)  # (M, d) equal rows (silent frames) must not seed two centroids
+    m = distinct.shape[0]
+    idx = torch.randperm(m, device=x.device)[:k] if m >= k else torch.randint(0, m, (k,), device=x.device)
+    centroids = distinct[idx].clone()  # (k, d)
+    for _ in range(iters):
+        assign = _squared_distances(x, centroids, metric).argmin(dim=1)  # (N,)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)  # (k,)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)  # (k, d)
+        moved = counts > 0
+        centroids[moved] = sums[moved] / counts[moved, None]
+    counts = torch.bincount(_squared_distances(x, centroids, metric).argmin(dim=1), minlength=k).to(x.dtype)
+    return centroids, counts
+
+
+class VectorQuantizer(nn.Module):
+    """One vector-quantization level with an EMA codebook.
+
+    Forward pass, for a latent ``z`` (B, D, T):
+
+    1. ``z_e = in_proj(z)`` (B, d, T), with ``d = codebook_dim`` (a 1x1 conv; identity if ``codebook_dim`` is None).
+       A low-dimensional lookup spreads the data over more entries (DAC's factorized codes).
+    2. ``codes = argmin_k ||z_e - c_k||^2`` (B, T) and ``q = c_codes`` (B, d, T). With ``metric="cosine"`` the
+       distance is taken between L2-normalised vectors (DAC), so entries split the space by direction; ``q`` is
+       still the entry's raw vector, the mean of what it was assigned.
+    3. Training only, under ``no_grad``: k-means initialisation on the first batch; EMA update of the codebook;
+       dead-code reset.
+    4. ``commitment = mean((z_e - sg(q))^2)`` per example, pulling the encoder towards its codes.
+    5. Straight-through estimator, ``z_e + sg(q - z_e)``: the forward value is ``q``, the gradient flows to ``z_e``
+       as if quantization were the identity. Then ``out_proj`` back to ``D`` channels.
+
+    EMA update (van den Oord et al. 2017, appendix A.1), with ``n_k`` the number of vectors assigned to entry ``k``
+    in the batch and ``s_k`` their sum::
+
+        N_k <- decay * N_k + (1 - decay) * n_k          # cluster_size
+        S_k <- decay * S_k + (1 - decay) * s_k          # embed_sum
+        c_k  = S_k / N~_k,  N~_k = (N_k + eps) / (sum_j N_j + K eps) * sum_j N_j   # Laplace smoothing
+
+    Dead codes: entries with ``N_k < dead_code_threshold * sum_j N_j / K`` (a fraction of the uniform share, so the
+    rule does not depend on the batch size) are moved onto random ``z_e`` vectors of the current batch.
+
+    Parameters
+    ----------
+    dim: channels ``D`` of the latent.
+    codebook_size: entries ``K``.
+    codebook_dim: lookup dimension ``d``; None looks up directly in ``D`` dimensions.
+    decay, epsilon: EMA decay and Laplace smoothing.
+    kmeans_iters: Lloyd iterations for the initialisation; 0 keeps the random (Gaussian) initial codebook.
+    dead_code_threshold: fraction of the uniform share under which an entry is re-seeded; 0 disables.
+    metric: ``"euclidean"`` or ``"cosine"`` nearest-entry search (k-means uses the same).
+    """
+
+    def __init__(self, dim: int, codebook_size: int, codebook_dim: int | None = 8, decay: float = 0.99,
+                 epsilon: float = 1e-5, kmeans_iters: int = 10, dead_code_threshold: float = 0.1,
+                 metric: str = "euclidean"):
+        super().__init__()
+        if metric not in ("euclidean", "cosine"):
+            raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}.")
+        self.metric = metric
+        self.dim = dim
+        self.codebook_size = codebook_size
+        self.codebook_dim = dim if codebook_dim is None else codebook_dim
+        self.decay = decay
+        self.epsilon = epsilon
+        self.kmeans_iters = kmeans_iters
+        self.dead_code_threshold = dead_code_threshold
+        if codebook_dim is None:
+            self.in_proj, self.out_proj = nn.Identity(), nn.Identity()
+        else:
+            self.in_proj = weight_norm(nn.Conv1d(dim, codebook_dim, 1))
+            self.out_proj = weight_norm(nn.Conv1d(codebook_dim, dim, 1))
+        codebook = torch.randn(codebook_size, self.codebook_dim)
+        self.register_buffer("codebook", codebook)  # (K, d)
+        self.register_buffer("cluster_size", torch.ones(codebook_size))  # (K,) EMA of assignment counts
+        self.register_buffer("embed_sum", codebook.clone())  # (K, d) EMA of assigned-vector sums
+        self.register_buffer("initialized", torch.tensor(kmeans_iters == 0))  # k-means done (saved in checkpoints)
+        self._duplicates_key: tuple | None = None  # cache of _duplicates()
+        self._duplicates_mask = torch.zeros(codebook_size, dtype=torch.bool)
+
+    # ------------------------------------------------------------------ lookups (no state change)
+    def _duplicates(self) -> Tensor:
+        """(K,) True for each codebook entry equal to an entry with a lower index.
+
+        Identical entries happen (k-means seeded from identical frames, such as digital silence, or dead codes
+        re-seeded from them). Their distances to a vector tie exactly in exact arithmetic, but float rounding
+        differs between a batch of 200 frames and a batch of 1, so ``argmin`` could pick either: offline and
+        streaming encoding would then disagree on the code (though not on the sound). Hiding the duplicates makes
+        the lowest index win every tie. The mask is cached until the codebook changes (its version counter moves
+        on every in-place update, including ``load_state_dict``).
+        """
+        try:
+            key = (self.codebook.data_ptr(), self.codebook._version)
+        except RuntimeError:  # an inference tensor (model built under inference_mode) has no version counter
+            key = None
+        if key is None or key != self._duplicates_key:
+            K = self.codebook_size
+            index = torch.arange(K, device=self.codebook.device)
+            compared = F.normalize(self.codebook, dim=1) if self.metric == "cosine" else self.codebook  # (K, d)
+            _, group = torch.unique(compared, dim=0, return_inverse=True)  # (K,) id of each distinct row
+            first = torch.full_like(index, K).scatter_reduce(0, group, index, reduce="amin")  # lowest index per id
+            self._duplicates_mask = first[group] != index
+            self._duplicates_key = key
+        return self._duplicates_mask
+
+    def _distances(self, flat: Tensor) -> Tensor:
+        """Squared distances (N, K) from each row of ``flat`` (N, d) to each entry, duplicates set to +inf."""
+        distances = _squared_distances(flat, self.codebook, self.metric)
+        return distances.masked_fill(self._duplicates()[None, :], float("inf"))
+
+    def _nearest(self, flat: Tensor) -> Tensor:
+        """Index of the nearest entry for each row of ``flat`` (N, d) -> (N,); ties go to the lowest index."""
+        return self._distances(flat).argmin(dim=1)
+
+    def encode(self, z: Tensor) -> Tensor:
+        """``z: Tensor[B, D, T]`` -> ``codes: Tensor[B, T]`` (int64)."""
+        z_e = self.in_proj(z)  # (B, d, T)
+        with torch.autocast(device_type=z.device.type, enabled=False):  # full precision even under autocast
+            flat = rearrange(z_e, "b d t -> (b t) d").float()  # (B*T, d)
+            codes = self._nearest(flat)  # (B*T,)
+        return rearrange(codes, "(b t) -> b t", b=z.shape[0])  # (B, T)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """``codes: Tensor[B, T]`` -> ``z_q: Tensor[B, D, T]``."""
+        q = F.embedding(codes, self.codebook)  # (B, T, d)
+        return self.out_proj(rearrange(q, "b t d -> b d t"))  # (B, D, T)
+
+    # ------------------------------------------------------------------ training-time codebook updates
+    @torch.no_grad()
+    def _kmeans_init(self, flat: Tensor) -> None:
+        centroids, counts = kmeans(flat, self.codebook_size, self.kmeans_iters, self.metric)
+        self.codebook.copy_(centroids)
+        self.cluster_size.copy_(counts)
+        self.embed_sum.copy_(centroids * counts[:, None])
+        _broadcast_(self.codebook, self.cluster_size, self.embed_sum)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, flat: Tensor, codes: Tensor) -> None:
+        counts = torch.bincount(codes, minlength=self.codebook_size).to(flat.dtype)  # (K,) n_k
+        sums = torch.zeros_like(self.embed_sum).index_add_(0, codes, flat)  # (K, d) s_k
+        _all_reduce_sum_(counts, sums)  # the same statistics on every process
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
+        self.codebook.copy_(self.embed_sum / smoothed[:, None])
+
+    @torch.no_grad()
+    def _reset_dead_codes(self, flat: Tensor, min_distance: Tensor) -> int:
+        """Re-seed entries used less than ``dead_code_threshold`` of the uniform share; returns how many were dead.
+
+        ``flat`` (N, d) holds the batch's vectors and ``min_distance`` (N,) their squared distance to the nearest
+        entry. New entries are distinct random batch vectors that no entry already sits on (relative distance
+        above 1e-3): copying a vector some entry already represents would only create a near-duplicate that
+        wastes the slot.
+        """
+        if self.dead_code_threshold <= 0:
+            return 0
+        share = self.cluster_size.sum() / self.codebook_size
+        dead = self.cluster_size < self.dead_code_threshold * share  # (K,) the same on every process
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return 0
+        scale = 1.0 if self.metric == "cosine" else flat.double().pow(2).sum(dim=1)  # squared norm of what is compared
+        fresh = min_distance > 1e-6 * scale  # (N,) vectors no entry represents yet
+        candidates = torch.unique(flat[fresh], dim=0)  # (M, d) distinct values (silence gives many equal frames)
+        n = min(n_dead, candidates.shape[0])  # the rest stay dead until a later batch
+        if n:
+            slots = dead.nonzero()[:, 0]
+            slots = slots[torch.randperm(n_dead, device=flat.device)[:n]]  # (n,) which dead entries to re-seed
+            picks = candidates[torch.randperm(candidates.shape[0], device=flat.device)[:n]]  # (n, d)
+            self.codebook[slots] = picks
+            # Give each new entry the uniform share of usage, so it is not declared dead again at the next step and
+            # the next EMA update (codebook = embed_sum / cluster_size) keeps it where it was put.
+            self.cluster_size[slots] = share
+            self.embed_sum[slots] = picks * share
+        _broadcast_(self.codebook, self.cluster_size, self.embed_sum)  # rank 0's random picks win everywhere
+        return n_dead
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Quantize ``z`` and, in training, update the codebook.
+
+        Parameters
+        ----------
+        z: Tensor[B, D, T] latent (or residual of the previous levels).
+
+        Returns
+        -------
+        z_q: Tensor[B, D, T], the quantized latent with straight-through gradients to ``z``.
+        codes: Tensor[B, T] int64.
+        commitment: Tensor[B], mean squared distance between ``z_e`` and its codes, per example.
+        """
+        B = z.shape[0]
+        z_e = self.in_proj(z)  # (B, d, T)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            flat = rearrange(z_e, "b d t -> (b t) d").detach().float()  # (B*T, d)
+            if self.training and not bool(self.initialized):
+                self._kmeans_init(flat)
+            with torch.no_grad():
+                min_distance, codes = self._distances(flat).min(dim=1)  # (B*T,) each
+                q = F.embedding(codes, self.codebook)  # (B*T, d), a copy: later in-place updates do not touch it
+            if self.training:
+                self._ema_update(flat, codes)
+                self._reset_dead_codes(flat, min_distance)
+        q = rearrange(q, "(b t) d -> b d t", b=B).to(z_e.dtype)  # (B, d, T)
+        commitment = (z_e - q).pow(2).mean(dim=(1, 2))  # (B,); q carries no gradient, so this is ||z_e - sg(q)||^2
+        # straight-through estimator: the forward value is q, the backward pass hands q's gradient to z_e unchanged
+        q_st = z_e + (q - z_e).detach()
+        return self.out_proj(q_st), rearrange(codes, "(b t) -> b t", b=B), commitment
+
+
+@dataclass
+class QuantizerOutput:
+    """What :meth:`ResidualVectorQuantizer.forward` returns.
+
+    Attributes
+    ----------
+    z_q: Tensor[B, D, T] quantized latent (sum of the levels each example uses), straight-through to the input.
+    codes: Tensor[B, n_q, T] int64, all levels run; example ``b`` used only its first ``n_q_used[b]``.
+    vq_loss: scalar, ``commitment_weight * sum_i commitment_loss[i]``: add it to the training loss.
+    commitment_loss: Tensor[n_q] unweighted commitment loss per level (batch mean, zero where dropped).
+    n_q_used: Tensor[B] levels that contributed to ``z_q`` for each example.
+    usage: Tensor[n_q] fraction of each codebook used in this batch.
+    perplexity: Tensor[n_q] ``exp(entropy)`` of each level's code histogram (``codebook_size`` when uniform).
+    """
+
+    z_q: Tensor
+    codes: Tensor
+    vq_loss: Tensor
+    commitment_loss: Tensor
+    n_q_used: Tensor
+    usage: Tensor
+    perplexity: Tensor
+
+
+class ResidualVectorQuantizer(nn.Module):
+    """``n_q`` :class:`VectorQuantizer` levels, each quantizing the residual the previous ones left.
+
+    ``z_q = sum_i Q_i(r_i)``, ``r_0 = z``, ``r_{i+1} = r_i - Q_i(r_i)`` (SoundStream, Zeghidour et al. 2021,
+    algorithm 1). Using the first ``k`` levels gives the ``k * log2(codebook_size)``-bit approximation.
+
+    Quantizer dropout (SoundStream, section 3.3): in training, each example is, with probability
+    ``quantizer_dropout``, given a uniform random ``n_q`` in ``1..n_q``; the levels past it are masked out of its
+    ``z_q`` and commitment loss, so the decoder learns to work at every bit rate. All levels still run on the whole
+    batch (their residuals are real data for the EMA), which keeps every parameter in use for DDP.
+
+    Parameters
+    ----------
+    dim: latent channels ``D``.
+    n_q, codebook_size, codebook_dim, decay, epsilon, kmeans_iters, dead_code_threshold, metric: see
+        :class:`VectorQuantizer` and :class:`~s2slib.codec.config.CodecConfig`.
+    commitment_weight: ``beta`` in ``vq_loss``.
+    quantizer_dropout: probability that an example gets a random number of levels in training.
+    """
+
+    def __init__(self, dim: int, n_q: int = 8, codebook_size: int = 1024, codebook_dim: int | None = 8,
+                 decay: float = 0.99, epsilon: float = 1e-5, kmeans_iters: int = 10, dead_code_threshold: float = 0.1,
+                 commitment_weight: float = 0.25, quantizer_dropout: float = 0.0, metric: str = "euclidean"):
+        super().__init__()
+        self.n_q = n_q
+        self.codebook_size = codebook_size
+        self.commitment_weight = commitment_weight
+        self.quantizer_dropout = quantizer_dropout
+        self.levels = nn.ModuleList(
+            VectorQuantizer(dim, codebook_size, codebook_dim, decay, epsilon, kmeans_iters, dead_code_threshold, metric)
+            for _ in range(n_q)
+        )
+
+    @classmethod
+    def from_config(cls, config: CodecConfig) -> "ResidualVectorQuantizer":
+        return cls(
+            dim=config.latent_dim, n_q=config.n_q, codebook_size=config.codebook_size,
+            codebook_dim=config.codebook_dim, decay=config.ema_decay, epsilon=config.ema_epsilon,
+            kmeans_iters=config.kmeans_iters, dead_code_threshold=config.dead_code_threshold,
+            commitment_weight=config.commitment_weight, quantizer_dropout=config.quantizer_dropout,
+            metric=config.codebook_metric,
+        )
+
+    def check_n_q(self, n_q: int | None) -> int:
+        if n_q is None:
+            return self.n_q
+        if not 1 <= int(n_q) <= self.n_q:
+            raise ValueError(f"n_q must be between 1 and {self.n_q} (the levels this quantizer has), got {n_q}.")
+        return int(n_q)
+
+    def forward(self, z: Tensor, n_q: int | None = None) -> QuantizerOutput:
+        """Quantize ``z: Tensor[B, D, T]`` with ``n_q`` levels (default: all, with quantizer dropout in training).
+
+        Giving ``n_q`` explicitly turns quantizer dropout off for this call.
+        """
+        n_levels = self.check_n_q(n_q)
+        B = z.shape[0]
+        n_q_used = torch.full((B,), n_levels, device=z.device, dtype=torch.long)  # (B,)
+        if self.training and n_q is None and self.quantizer_dropout > 0:
+            dropped = torch.rand(B, device=z.device) < self.quantizer_dropout
+            random_n_q = torch.randint(1, n_levels + 1, (B,), device=z.device)
+            n_q_used = torch.where(dropped, random_n_q, n_q_used)
+        residual = z
+        z_q = torch.zeros_like(z)
+        codes, commitment = [], []
+        for i, level in enumerate(self.levels[:n_levels]):
+            z_q_i, codes_i, commitment_i = level(residual)
+            keep = (i < n_q_used).to(z.dtype)  # (B,) 1 where example b uses level i
+            z_q = z_q + z_q_i * keep[:, None, None]
+            residual = residual - z_q_i  # gradients flow through the residual, as through z_q (DAC, SoundStream)
+            codes.append(codes_i)
+            commitment.append((commitment_i * keep).mean())
+        codes = torch.stack(codes, dim=1)  # (B, n_levels, T)
+        commitment_loss = torch.stack(commitment)  # (n_levels,)
+        stats = codebook_usage(codes.detach(), self.codebook_size)
+        return QuantizerOutput(
+            z_q=z_q,
+            codes=codes,
+            vq_loss=self.commitment_weight * commitment_loss.sum(),
+            commitment_loss=commitment_loss,
+            n_q_used=n_q_used,
+            usage=stats["usage"],
+            perplexity=stats["perplexity"],
+        )
+
+    def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
+        """``z: Tensor[B, D, T]`` -> ``codes: Tensor[B, n_q, T]``; never changes the codebooks."""
+        n_levels = self.check_n_q(n_q)
+        residual = z
+        codes = []
+        for level in self.levels[:n_levels]:
+            codes_i = level.encode(residual)  # (B, T)
+            residual = residual - level.decode(codes_i)
+            codes.append(codes_i)
+        return torch.stack(codes, dim=1)  # (B, n_q, T)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """``codes: Tensor[B, n_q, T]`` (any ``1 <= n_q <= self.n_q``) -> ``z_q: Tensor[B, D, T]``."""
+        if codes.ndim != 3:
+            raise ValueError(f"codes must have shape (B, n_q, T), got {tuple(codes.shape)}.")
+        self.check_n_q(codes.shape[1])
+        if codes.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"codes must be integers, got {codes.dtype}.")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise ValueError(
+                f"codes must lie in [0, {self.codebook_size}), got values in [{int(codes.min())}, {int(codes.max())}]."
+            )
+        codes = codes.long()
+        z_q = self.levels[0].decode(codes[:, 0])  # (B, D, T)
+        for i in range(1, codes.shape[1]):
+            z_q = z_q + self.levels[i].decode(codes[:, i])
+        return z_q

@@ -1,0 +1,282 @@
+"""Training the codec: one trainer for the notebook, the command line, ``torchrun`` and the tests.
+
+    trainer = CodecTrainer(CodecConfig.laptop(), CodecTrainConfig(max_steps=2000), "run/data/manifests/train.jsonl",
+                           "run/data/manifests/val.jsonl", out_dir="run/codec")
+    history = trainer.fit()
+
+What it does every step: draw a batch of random crops (a pure function of the step, see :mod:`s2slib.data.loader`),
+run the codec (quantizer dropout picks 1..n_q levels per example), minimise the reconstruction loss
+(multi-scale mel + multi-resolution STFT + waveform L1) plus the VQ commitment loss with AdamW, linear warm-up and
+cosine decay, gradient clipping, and bfloat16/float16 autocast on CUDA. Every ``val_every`` steps it measures the
+validation set; every ``ckpt_every`` steps it writes ``checkpoint.pt`` atomically (model, optimizer, scheduler, step,
+RNG state, configs). Constructed again on the same ``out_dir``, it resumes from that checkpoint and continues exactly
+as if never stopped. Under ``torchrun`` it wraps the model in DistributedDataParallel (gloo on CPU, NCCL on CUDA);
+rank 0 writes the files.
+
+Outputs in ``out_dir``: ``checkpoint.pt`` (full training state), ``codec.pt`` (the model alone, what later notebooks
+load with :func:`load_codec`), ``history.jsonl`` (the training log).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from s2slib import metrics
+from s2slib.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from s2slib.codec.config import CodecConfig, dataclass_from_dict
+from s2slib.codec.losses import ReconstructionLoss, ReconstructionLossConfig
+from s2slib.codec.model import Codec
+from s2slib.data.loader import CropSampler, load_utterances, read_crop, step_batches
+from s2slib.runtime import pick_device, seed_everything
+from s2slib.training import History, autocast, cosine_with_warmup, needs_grad_scaler, setup_distributed
+
+CHECKPOINT = "checkpoint.pt"
+EXPORT = "codec.pt"
+
+
+@dataclass
+class CodecTrainConfig:
+    """How to train (the model itself is a :class:`CodecConfig`)."""
+
+    max_steps: int = 2000  # optimizer steps
+    batch_size: int = 8  # crops per step (per process under DDP)
+    segment_s: float = 0.5  # crop length in seconds
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    betas: tuple[float, float] = (0.8, 0.99)  # AdamW betas (DAC's)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100  # linear warm-up
+    min_lr_ratio: float = 0.05  # the cosine decay ends at lr * min_lr_ratio
+    grad_clip: float = 1.0  # max gradient norm (DAC clips at 1e3 with larger losses; 1.0 is steadier here)
+    vq_weight: float = 1.0  # weight of the commitment loss (its beta lives in CodecConfig.commitment_weight)
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    val_every: int = 250  # steps between validations (0: only at the end)
+    val_items: int = 12  # validation utterances measured each time
+    val_max_s: float = 4.0  # validation utterances are cut to this length
+    ckpt_every: int = 250  # steps between checkpoints
+    log_every: int = 25  # steps between training-log rows
+    num_workers: int = 0  # data-loading processes
+    seed: int = 0
+    loss: ReconstructionLossConfig = field(default_factory=ReconstructionLossConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        out["loss"] = self.loss.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CodecTrainConfig":
+        data = dict(data)
+        if "loss" in data:
+            data["loss"] = ReconstructionLossConfig.from_dict(data["loss"])
+        cfg = dataclass_from_dict(cls, data)
+        cfg.betas = tuple(cfg.betas)
+        return cfg
+
+
+def load_codec(path: str | Path, device: str | torch.device = "cpu") -> Codec:
+    """A codec in eval mode from ``codec.pt`` (or from a full ``checkpoint.pt``), rebuilt from its stored config."""
+    state = load_checkpoint(path, kind=("codec", "codec_train", "codec_gan_train"), map_location=device)
+    try:
+        codec = Codec(CodecConfig.from_dict(state["codec_config"]))
+        codec.load_state_dict(state["model"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the weights do not fit the stored codec configuration ({exc}).") from exc
+    return codec.to(device).eval()
+
+
+def export_codec(codec: Codec, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Save the model alone (weights + config) as a ``codec`` checkpoint."""
+    state = {"codec_config": codec.config.to_dict(), "model": codec.state_dict(), **(extra or {})}
+    return save_checkpoint(path, state, kind="codec")
+
+
+def validation_set(manifest: str | Path, n_items: int, max_s: float, sample_rate: int) -> list[np.ndarray]:
+    """The first ``n_items`` utterances of ``manifest`` (sorted by id, so always the same), cut to ``max_s``."""
+    utts = load_utterances(manifest, max_items=n_items, min_duration=0.5)
+    return [read_crop(u.audio_path, 0, min(int(u.duration * sample_rate), int(max_s * sample_rate))) for u in utts]
+
+
+@torch.inference_mode()
+def reconstruct(codec: Codec, wav: np.ndarray, n_q: int | None = None, device: str | torch.device = "cpu") -> np.ndarray:
+    """Encode and decode one mono waveform ``(T,)`` at ``n_q`` levels: the decoded ``(T,)`` float32."""
+    x = torch.from_numpy(np.asarray(wav, dtype=np.float32)).view(1, 1, -1).to(device)  # (1, 1, T)
+    codes = codec.encode(x, n_q)
+    return codec.decode(codes, length=x.shape[-1]).view(-1).float().cpu().numpy()
+
+
+def evaluate_codec(codec: Codec, clips: list[np.ndarray], n_q: int | None = None, with_stoi: bool = False,
+                   device: str | torch.device = "cpu") -> dict[str, float]:
+    """Mean SNR, SI-SDR, mel distance (and STOI) of ``clips`` through ``codec`` at ``n_q`` levels."""
+    rows = []
+    for wav in clips:
+        est = reconstruct(codec, wav, n_q, device)
+        row = {"snr": metrics.snr(wav, est), "si_sdr": metrics.si_sdr(wav, est),
+               "mel_distance": metrics.mel_distance(wav, est, codec.sample_rate)}
+        if with_stoi:
+            row["stoi"] = metrics.stoi(wav, est, codec.sample_rate)
+        rows.append(row)
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+
+
+class CodecTrainer:
+    """Trains a :class:`Codec` on the crops of a manifest; see the module docstring.
+
+    Parameters
+    ----------
+    codec_config: the architecture (ignored when resuming: the checkpoint's own config is used and must match).
+    train_config: the optimisation settings.
+    train_manifest, val_manifest: JSON Lines manifests from notebook 01 (16 kHz).
+    out_dir: where checkpoints and the log go; an existing ``checkpoint.pt`` there is resumed when ``resume``.
+    device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    """
+
+    kind = "codec_train"
+
+    def __init__(self, codec_config: CodecConfig, train_config: CodecTrainConfig, train_manifest: str | Path,
+                 val_manifest: str | Path | None, out_dir: str | Path, device: str = "auto", resume: bool = True):
+        self.cfg = train_config
+        self.device = pick_device(device)
+        self.dist = setup_distributed(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        seed_everything(train_config.seed + self.dist.rank)
+
+        ckpt_path = self.out_dir / CHECKPOINT
+        state = load_checkpoint(ckpt_path, kind=self.kind) if resume and ckpt_path.exists() else None
+        if state is not None:
+            stored = CodecConfig.from_dict(state["codec_config"])
+            if stored != codec_config:
+                raise CheckpointError(
+                    f"{ckpt_path} was trained with a different codec configuration; resume with the same preset, "
+                    "or use another output folder (or delete the checkpoint) to start over."
+                )
+        self.codec = Codec(codec_config).to(self.device)
+        self.model = (
+            DistributedDataParallel(self.codec)
+            if self.dist.enabled else self.codec
+        )
+        self.loss = ReconstructionLoss(codec_config.sample_rate, train_config.loss).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.codec.parameters(), lr=train_config.lr, betas=train_config.betas,
+                                           weight_decay=train_config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: cosine_with_warmup(s, train_config.warmup_steps, train_config.max_steps, train_config.min_lr_ratio),
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.device, train_config.amp))
+        self.step = 0
+        self.sampler = CropSampler(load_utterances(train_manifest), int(train_config.segment_s * codec_config.sample_rate),
+                                   train_config.batch_size, seed=train_config.seed)
+        if self.sampler.sample_rate != codec_config.sample_rate:
+            raise ValueError(f"the manifest is at {self.sampler.sample_rate} Hz but the codec expects "
+                             f"{codec_config.sample_rate} Hz")
+        self.val_clips = (validation_set(val_manifest, train_config.val_items, train_config.val_max_s,
+                                         codec_config.sample_rate) if val_manifest else [])
+        if state is not None:
+            self._load_state(state)
+        self.history = History(self.out_dir / "history.jsonl", resume_step=self.step if state else None,
+                               write=self.dist.is_main)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict[str, Any]:
+        return {
+            "codec_config": self.codec.config.to_dict(),
+            "train_config": self.cfg.to_dict(),
+            "model": self.codec.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "rng": rng_state(),
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.codec.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        if self.dist.world_size == 1:
+            set_rng_state(state["rng"])  # per-rank generators are reseeded from (seed, rank, step) below instead
+        else:
+            seed_everything(self.cfg.seed + 1000 * self.step + self.dist.rank)
+
+    def save(self) -> Path | None:
+        """Write ``checkpoint.pt`` (rank 0 only); returns its path."""
+        if not self.dist.is_main:
+            return None
+        return save_checkpoint(self.out_dir / CHECKPOINT, self._state(), kind=self.kind)
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, wav: torch.Tensor) -> dict[str, float]:
+        """One optimizer step on ``wav: Tensor[B, 1, T]``; returns the step's losses and codebook statistics."""
+        self.model.train()
+        with autocast(self.device, self.cfg.amp):
+            out = self.model(wav)
+            terms = self.loss(wav, out.wav_hat.float())
+            total = terms["total"] + self.cfg.vq_weight * out.vq_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.codec.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        row = {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
+        row.update(loss_vq=float(out.vq_loss.detach()), grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0],
+                   usage_l1=float(out.codebook_usage[0]), perplexity_l1=float(out.perplexity[0]))
+        return row
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics at all levels and at one level (the quality range quantizer dropout buys)."""
+        if not self.val_clips:
+            return {}
+        self.codec.eval()
+        full = evaluate_codec(self.codec, self.val_clips, None, device=self.device)
+        one = evaluate_codec(self.codec, self.val_clips, 1, device=self.device)
+        return {**{f"val_{k}": v for k, v in full.items()}, "val_mel_distance_nq1": one["mel_distance"]}
+
+    def fit(self, progress: bool = True, stop_after: int | None = None) -> History:
+        """Train until ``max_steps`` (or for ``stop_after`` more steps); returns the training log.
+
+        Checkpoints every ``ckpt_every`` steps and at the end; exports ``codec.pt`` when ``max_steps`` is reached.
+        """
+        cfg = self.cfg
+        end = cfg.max_steps if stop_after is None else min(cfg.max_steps, self.step + stop_after)
+        batches = step_batches(self.sampler, self.step, end, self.dist.rank, cfg.num_workers)
+        bar = tqdm(total=end, initial=self.step, desc="codec", disable=not (progress and self.dist.is_main))
+        window: list[dict[str, float]] = []
+        t0 = time.perf_counter()
+        for wav in batches:
+            row = self.train_step(wav.to(self.device, non_blocking=True))
+            self.step += 1
+            window.append(row)
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == end:
+                mean = {k: float(np.mean([r[k] for r in window])) for k in window[0]}
+                mean.update(step=self.step, seconds=round(time.perf_counter() - t0, 2))
+                bar.set_postfix(mel=f"{mean['loss_mel']:.3f}", vq=f"{mean['loss_vq']:.3f}")
+                self.history.log(mean)
+                window = []
+            if cfg.val_every and self.step % cfg.val_every == 0 and self.dist.is_main:
+                self.history.log({"step": self.step, **self.validate()})
+            if self.step % cfg.ckpt_every == 0 and self.step != end:
+                self.save()
+        bar.close()
+        if self.step >= cfg.max_steps and self.dist.is_main:
+            if not cfg.val_every or self.step % cfg.val_every:
+                self.history.log({"step": self.step, **self.validate()})
+            export_codec(self.codec, self.out_dir / EXPORT, {"train_steps": self.step})
+        self.save()
+        return self.history

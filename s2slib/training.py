@@ -1,0 +1,108 @@
+"""Pieces every trainer of the course shares: distributed setup, the learning-rate schedule, mixed precision and the
+training log.
+
+The trainers themselves (``s2slib.codec.train`` and later stages) are single classes that the notebooks, the command
+lines, ``torchrun`` and the tests all call; this module keeps what they have in common in one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from s2slib import atomic
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in a (possibly single-process) job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: torch.device) -> DistInfo:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``), if any.
+
+    NCCL on CUDA, gloo on CPU (which is how the tests run DistributedDataParallel with two processes on a laptop).
+    A single process without those variables gets ``DistInfo()`` and no process group.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(local)
+    return DistInfo(rank, world, local)
+
+
+def cosine_with_warmup(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up from 0 to 1 over ``warmup_steps``, then a cosine decay to
+    ``min_ratio`` at ``max_steps`` (Loshchilov & Hutter, "SGDR", 2017, without restarts)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def autocast(device: torch.device, enabled: bool):
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); a no-op on CPU or when disabled."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def needs_grad_scaler(device: torch.device, amp: bool) -> bool:
+    """float16 autocast needs loss scaling; bfloat16 (and CPU float32) does not."""
+    return amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+
+
+class History:
+    """The training log: one JSON object per line in ``history.jsonl`` (``step`` plus whatever was logged).
+
+    On resume, entries after the checkpoint's step are dropped, so the log matches the weights exactly.
+    """
+
+    def __init__(self, path: str | os.PathLike, resume_step: int | None = None, write: bool = True):
+        self.path = Path(path)
+        self.write = write
+        self.rows: list[dict[str, Any]] = []
+        if self.path.exists() and resume_step is not None:
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    if row.get("step", 0) <= resume_step:
+                        self.rows.append(row)
+        if write:
+            atomic.write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if self.write:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """``(steps, values)`` of every logged row that has ``key``."""
+        rows = [r for r in self.rows if key in r]
+        return [r["step"] for r in rows], [r[key] for r in rows]

@@ -1,0 +1,395 @@
+"""Tests of the codec model: presets and shapes, layers, causality, streaming == offline, losses, config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from s2slib.codec.config import CodecConfig
+from s2slib.codec.layers import (CausalConv1d, CausalConvTranspose1d, DecoderBlock, EncoderBlock, ResidualUnit,
+                                 Snake1d)
+from s2slib.codec.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, ReconstructionLoss,
+                                 ReconstructionLossConfig, waveform_l1)
+from s2slib.codec.model import Codec
+
+SR = 16000
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the machine's two cores are shared
+    yield
+    torch.set_num_threads(threads)
+
+
+def _randomise_snakes(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Move every Snake alpha away from its initial 1, so tests do not pass only for alpha == 1."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, Snake1d):
+                module.alpha.copy_(torch.rand(module.alpha.shape, generator=generator) * 1.5 + 0.5)
+
+
+def _speechlike(batch: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """Amplitude-modulated noise plus a few harmonics: (batch, 1, length), within [-1, 1]."""
+    t = torch.arange(length) / SR
+    f0 = 100 + 150 * torch.rand(batch, 1, 1, generator=generator)
+    harmonics = sum(torch.sin(2 * torch.pi * k * f0 * t) / k for k in range(1, 5))
+    envelope = 0.5 * (1 + torch.sin(2 * torch.pi * 4 * t + 6 * torch.rand(batch, 1, 1, generator=generator)))
+    noise = 0.1 * torch.randn(batch, 1, length, generator=generator)
+    return (0.3 * envelope * (harmonics + noise)).clamp(-1, 1)
+
+
+def _prepared_codec(config: CodecConfig, seed: int = 0, init_seconds: float = 2.0) -> Codec:
+    """A codec with randomised Snakes and codebooks fitted by a few training passes, in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    codec = Codec(config)
+    _randomise_snakes(codec, g)
+    codec.train()
+    with torch.no_grad():
+        for _ in range(3):  # k-means on the first batch, then EMA updates and dead-code resets
+            codec(_speechlike(2, int(init_seconds * SR), g))
+    return codec.eval()
+
+
+# ---------------------------------------------------------------------------------------------------- presets
+def test_seed_preset_shapes_and_size():
+    config = CodecConfig.seed()
+    assert config.hop_length == 80 and config.frame_rate == 200.0
+    assert config.bitrate_kbps() == pytest.approx(16.0)
+    codec = Codec(config).eval()
+    n_params = codec.num_parameters()
+    assert 28_500_000 < n_params < 29_200_000, f"seed preset has {n_params:,} parameters (measured 28,834,050)"
+    with torch.inference_mode():
+        codes = codec.encode(torch.zeros(1, 1, SR))
+    assert list(codes.shape) == [1, 8, 200]
+
+
+def test_seed_50hz_preset():
+    config = CodecConfig.seed_50hz()
+    assert config.hop_length == 320 and config.frame_rate == 50.0
+    assert config.bitrate_kbps() == pytest.approx(4.0)
+    assert config.bitrate_kbps(n_q=2) == pytest.approx(1.0)
+    codec = Codec(config).eval()
+    assert 14_000_000 < codec.num_parameters() < 15_000_000  # measured 14,591,234
+    with torch.inference_mode():
+        codes = codec.encode(torch.zeros(1, 1, SR))
+    assert list(codes.shape) == [1, 8, 50]
+
+
+@pytest.mark.parametrize("name, low, high", [("tiny", 3_000, 100_000), ("laptop", 500_000, 2_000_000)])
+def test_small_presets_forward_shapes(name, low, high):
+    config = CodecConfig.preset(name)
+    codec = Codec(config)
+    assert low < codec.num_parameters() < high, f"{name}: {codec.num_parameters():,} parameters"
+    wav = _speechlike(2, SR, torch.Generator().manual_seed(0))
+    out = codec.train()(wav)
+    assert list(out.wav_hat.shape) == [2, 1, SR]
+    assert list(out.codes.shape) == [2, config.n_q, 200]
+    assert list(out.latent.shape) == [2, config.latent_dim, 200]
+    assert out.vq_loss.ndim == 0 and torch.isfinite(out.vq_loss)
+    assert out.wav_hat.abs().max() < 1  # tanh output
+
+
+def test_presets_by_name_and_unknown():
+    assert CodecConfig.preset("laptop") == CodecConfig.laptop()
+    with pytest.raises(ValueError, match="unknown codec preset"):
+        CodecConfig.preset("huge")
+
+
+def test_length_not_multiple_of_hop_is_padded_and_trimmed():
+    codec = Codec(CodecConfig.tiny()).eval()
+    T = 5 * 80 + 13
+    wav = _speechlike(1, T, torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        out = codec(wav)
+        codes = codec.encode(wav)
+        decoded = codec.decode(codes, length=T)
+    assert out.wav_hat.shape[-1] == T
+    assert codes.shape[-1] == 6  # ceil(413 / 80)
+    assert torch.allclose(decoded, out.wav_hat, atol=1e-5)
+    assert codec.decode(codes).shape[-1] == 6 * 80
+
+
+def test_fewer_levels_encode_and_decode():
+    codec = Codec(CodecConfig.tiny()).eval()
+    wav = _speechlike(1, 800, torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        codes = codec.encode(wav, n_q=2)
+        assert list(codes.shape) == [1, 2, 10]
+        assert torch.equal(codes, codec.encode(wav)[:, :2])  # the first levels do not depend on later ones
+        assert codec.decode(codes).shape == (1, 1, 800)
+        assert list(codec(wav, n_q=1).codes.shape) == [1, 1, 10]
+
+
+def test_bad_inputs_raise_clear_errors():
+    codec = Codec(CodecConfig.tiny()).eval()
+    with pytest.raises(ValueError, match=r"wav.view\(1, 1, -1\)"):
+        codec.encode(torch.zeros(800))
+    with pytest.raises(ValueError, match="shape"):
+        codec.encode(torch.zeros(1, 2, 800))
+    with pytest.raises(ValueError, match="n_q must be between 1 and 4"):
+        codec.encode(torch.zeros(1, 1, 800), n_q=5)
+    with pytest.raises(ValueError, match=r"codes must lie in \[0, 64\)"):
+        codec.decode(torch.full((1, 4, 3), 64))
+
+
+def test_every_parameter_gets_a_gradient_under_quantizer_dropout():
+    """All levels run even when examples are dropped to one level, so DDP sees every parameter used."""
+    config = CodecConfig.tiny()
+    config.quantizer_dropout = 1.0
+    codec = Codec(config).train()
+    out = codec(_speechlike(2, 800, torch.Generator().manual_seed(3)))
+    (out.wav_hat.pow(2).mean() + out.vq_loss).backward()
+    missing = [name for name, p in codec.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing}"
+
+
+# ---------------------------------------------------------------------------------------------------- layers
+def test_snake_formula():
+    snake = Snake1d(3)
+    with torch.no_grad():
+        snake.alpha.copy_(torch.tensor([0.5, 1.0, 3.0]).view(1, 3, 1))
+    x = torch.linspace(-4, 4, 50).repeat(2, 3, 1)  # (2, 3, 50)
+    alpha = torch.tensor([0.5, 1.0, 3.0]).view(1, 3, 1)
+    expected = x + torch.sin(alpha * x) ** 2 / alpha
+    assert torch.allclose(snake(x), expected, atol=1e-6)
+    assert snake.alpha.shape == (1, 3, 1) and snake.alpha.requires_grad
+
+
+@pytest.mark.parametrize("kernel_size, stride, dilation", [(7, 1, 1), (7, 1, 9), (4, 2, 1), (10, 5, 1), (1, 1, 1)])
+def test_causal_conv_is_causal_and_output_length(kernel_size, stride, dilation):
+    torch.manual_seed(0)
+    conv = CausalConv1d(3, 4, kernel_size, stride=stride, dilation=dilation)
+    x = torch.randn(2, 3, 60)
+    y = conv(x)
+    assert y.shape == (2, 4, 60 // stride)
+    cut = 31  # change inputs from sample 31 on
+    x2 = x.clone()
+    x2[..., cut:] = torch.randn(2, 3, 60 - cut)
+    y2 = conv(x2)
+    # output t reads inputs up to (t + 1) * stride - 1, so outputs t < ceil((cut + 1) / stride) - 1 are unchanged
+    unchanged = (cut + 1 + stride - 1) // stride - 1 if stride > 1 else cut
+    assert torch.equal(y[..., :unchanged], y2[..., :unchanged])
+    assert not torch.allclose(y[..., unchanged:], y2[..., unchanged:])  # and the next output does see it
+
+
+def test_causal_conv_transpose_is_causal():
+    torch.manual_seed(0)
+    up = CausalConvTranspose1d(3, 2, kernel_size=10, stride=5)
+    x = torch.randn(1, 3, 8)
+    y = up(x)
+    assert y.shape == (1, 2, 40)
+    x2 = x.clone()
+    x2[..., 5:] = torch.randn(1, 3, 3)
+    y2 = up(x2)
+    assert torch.equal(y[..., :25], y2[..., :25])  # input frame 5 only touches outputs from 5 * stride on
+    assert not torch.allclose(y[..., 25:30], y2[..., 25:30])  # ... and starts immediately (no extra delay)
+
+
+def test_invalid_causal_conv_raises():
+    with pytest.raises(ValueError, match="kernel_size >= stride"):
+        CausalConv1d(1, 1, kernel_size=2, stride=4)
+    with pytest.raises(ValueError, match="must be >= stride"):
+        CausalConvTranspose1d(1, 1, kernel_size=2, stride=4)
+
+
+@pytest.mark.parametrize(
+    "make_layer, in_channels, length",
+    [
+        (lambda: CausalConv1d(3, 5, 7, dilation=3), 3, 120),
+        (lambda: CausalConv1d(3, 5, 8, stride=4), 3, 120),
+        (lambda: CausalConvTranspose1d(3, 2, 8, stride=4), 3, 24),
+        (lambda: ResidualUnit(3, dilation=9), 3, 120),
+        (lambda: EncoderBlock(3, 6, stride=2), 3, 120),
+        (lambda: DecoderBlock(6, 3, stride=5), 6, 24),
+    ],
+    ids=["conv", "strided", "transposed", "residual", "encoder-block", "decoder-block"],
+)
+def test_layer_step_matches_forward(make_layer, in_channels, length):
+    torch.manual_seed(0)
+    layer = make_layer()
+    _randomise_snakes(layer, torch.Generator().manual_seed(0))
+    x = torch.randn(2, in_channels, length)
+    with torch.no_grad():
+        y = layer(x)
+        state = layer.initial_state(2)
+        outs = []
+        for chunk in torch.split(x, [1, 0, 5, 2, 11, length - 19], dim=-1):  # includes an empty chunk
+            out, state = layer.step(chunk, state)
+            outs.append(out)
+    assert torch.allclose(torch.cat(outs, dim=-1), y, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------- latency
+def test_codec_is_causal_with_one_frame_latency():
+    """Changing samples from frame k on leaves every code before k and every output sample before frame k alone;
+    the last sample of frame k already changes frame k's latent (the encoder waits for nothing more)."""
+    codec = _prepared_codec(CodecConfig.tiny(), init_seconds=1.0)
+    hop = codec.hop_length
+    wav = _speechlike(1, 12 * hop, torch.Generator().manual_seed(4))
+    k = 7
+    changed = wav.clone()
+    changed[..., k * hop + hop - 1] += 0.5  # only the last sample of frame k
+    with torch.inference_mode():
+        latent, latent2 = codec.encoder(wav), codec.encoder(changed)
+        assert torch.equal(latent[..., :k], latent2[..., :k])
+        assert not torch.allclose(latent[..., k], latent2[..., k])
+        codes = codec.encode(wav)
+        other = codes.clone()
+        other[..., k:] = (other[..., k:] + 1) % codec.config.codebook_size
+        out, out2 = codec.decode(codes), codec.decode(other)
+    assert torch.equal(out[..., : k * hop], out2[..., : k * hop])
+    assert not torch.allclose(out[..., k * hop:(k + 1) * hop], out2[..., k * hop:(k + 1) * hop])
+
+
+# ---------------------------------------------------------------------------------------------------- streaming
+def _stream(codec: Codec, wav: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Push ``wav`` through a streaming encoder and decoder in chunks of ``sizes``; return (codes, wav_hat)."""
+    encoder, decoder = codec.streaming_encoder(batch_size=wav.shape[0]), codec.streaming_decoder(wav.shape[0])
+    codes, audio = [], []
+    pushed = 0
+    for chunk in torch.split(wav, sizes, dim=-1):
+        c = encoder.push(chunk)
+        pushed += chunk.shape[-1]
+        codes.append(c)
+        assert sum(x.shape[-1] for x in codes) == pushed // codec.hop_length  # each frame as soon as it is complete
+        audio.append(decoder.push(c))
+        assert audio[-1].shape[-1] == c.shape[-1] * codec.hop_length  # hop samples per code, at once
+    tail = encoder.flush()
+    codes.append(tail)
+    audio.append(decoder.push(tail))
+    return torch.cat(codes, dim=-1), torch.cat(audio, dim=-1)[..., : wav.shape[-1]]
+
+
+def _chunk_plans(T: int, hop: int, generator: torch.Generator) -> dict[str, list[int]]:
+    def split(size: int) -> list[int]:
+        return [size] * (T // size) + ([T % size] if T % size else [])
+
+    random_sizes, left = [], T
+    while left:
+        s = min(left, int(torch.randint(1, 3 * hop, (1,), generator=generator)))
+        random_sizes.append(s)
+        left -= s
+    return {"frame": split(hop), "7": split(7), "37": split(37), "123": split(123), "random": random_sizes}
+
+
+@pytest.mark.parametrize("preset", ["tiny", "laptop"])
+def test_streaming_equals_offline(preset):
+    codec = _prepared_codec(CodecConfig.preset(preset), init_seconds=1.0 if preset == "tiny" else 3.0)
+    hop = codec.hop_length
+    g = torch.Generator().manual_seed(5)
+    T = 25 * hop + 37  # the last frame is partial
+    wav = _speechlike(2, T, g)
+    with torch.inference_mode():
+        offline_codes = codec.encode(wav)
+        offline_wav = codec.decode(offline_codes, length=T)
+    assert len(offline_codes.unique()) > 10  # the codes carry information: the comparison is not vacuous
+    plans = _chunk_plans(T, hop, g)
+    if preset == "tiny":
+        plans["1"] = [1] * T
+    worst = 0.0
+    for name, sizes in plans.items():
+        codes, audio = _stream(codec, wav, sizes)
+        assert torch.equal(codes, offline_codes), f"{preset}, chunks of {name}: codes differ"
+        err = (audio - offline_wav).abs().max().item()
+        assert err < 1e-4, f"{preset}, chunks of {name}: max abs error {err:.2e}"
+        worst = max(worst, err)
+    print(f"{preset}: worst streaming max-abs error {worst:.2e}")
+
+
+def test_streaming_decoder_accepts_any_number_of_frames_and_levels():
+    codec = _prepared_codec(CodecConfig.tiny(), init_seconds=1.0)
+    wav = _speechlike(1, 10 * 80, torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        codes = codec.encode(wav, n_q=2)
+        offline = codec.decode(codes)
+    decoder = codec.streaming_decoder()
+    pieces = [decoder.push(c) for c in torch.split(codes, [0, 3, 1, 6], dim=-1)]
+    assert pieces[0].shape == (1, 1, 0)
+    assert torch.allclose(torch.cat(pieces, dim=-1), offline, atol=1e-5)
+
+
+def test_streaming_encoder_flush_and_reset():
+    codec = _prepared_codec(CodecConfig.tiny(), init_seconds=1.0)
+    encoder = codec.streaming_encoder(n_q=3)
+    assert encoder.push(torch.zeros(1, 1, 79)).shape == (1, 3, 0)  # frame not complete yet
+    assert encoder.samples_pending == 79
+    assert encoder.push(torch.zeros(1, 1, 1)).shape == (1, 3, 1)  # its last sample completes it
+    assert encoder.flush().shape == (1, 3, 0)  # nothing pending
+    encoder.push(torch.zeros(1, 1, 10))
+    assert encoder.flush().shape == (1, 3, 1)  # the partial frame, zero-padded
+    assert encoder.samples_pending == 0
+    with pytest.raises(ValueError, match=r"chunk of shape \(1, 1, t\)"):
+        encoder.push(torch.zeros(10))
+
+
+# ---------------------------------------------------------------------------------------------------- losses
+def test_losses_zero_for_identical_and_grow_with_error():
+    g = torch.Generator().manual_seed(7)
+    wav = _speechlike(2, 4000, g)
+    slightly = wav + 0.01 * torch.randn(wav.shape, generator=g)
+    badly = wav + 0.2 * torch.randn(wav.shape, generator=g)
+    for loss in (MultiScaleMelLoss(SR), MultiResolutionSTFTLoss(), waveform_l1):
+        assert float(loss(wav, wav)) < 1e-6
+        assert 0 < float(loss(wav, slightly)) < float(loss(wav, badly))
+
+
+def test_reconstruction_loss_terms_and_gradient():
+    g = torch.Generator().manual_seed(8)
+    wav = _speechlike(2, 4000, g)
+    est = (wav + 0.05 * torch.randn(wav.shape, generator=g)).requires_grad_()
+    config = ReconstructionLossConfig(stft_weight=0.0)
+    terms = ReconstructionLoss(SR, config)(wav, est)
+    assert set(terms) == {"mel", "l1", "total"}  # a zero weight skips the term
+    assert torch.allclose(terms["total"], 15.0 * terms["mel"] + terms["l1"])
+    terms["total"].backward()
+    assert est.grad is not None and est.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="same shape"):
+        waveform_l1(wav, wav[..., :-1])
+
+
+def test_loss_config_round_trip():
+    config = ReconstructionLossConfig(mel_weight=5.0)
+    assert ReconstructionLossConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="unknown key"):
+        ReconstructionLossConfig.from_dict({"mel_wieght": 1.0})
+
+
+# ---------------------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize("name", ["seed", "seed_50hz", "laptop", "tiny"])
+def test_config_round_trip(name):
+    config = CodecConfig.preset(name)
+    restored = CodecConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert restored == config
+    assert isinstance(restored.strides, tuple)
+
+
+def test_config_errors_are_clear():
+    data = CodecConfig.tiny().to_dict()
+    data["hop"] = 80
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['hop'\].*Valid keys"):
+        CodecConfig.from_dict(data)
+    with pytest.raises(ValueError, match="strides"):
+        CodecConfig(strides=(2, 0))
+    with pytest.raises(ValueError, match="activation"):
+        CodecConfig(activation="relu")
+    with pytest.raises(ValueError, match="quantizer_dropout"):
+        CodecConfig(quantizer_dropout=1.5)
+    with pytest.raises(ValueError, match="codebook_metric"):
+        CodecConfig(codebook_metric="manhattan")
+
+
+@pytest.mark.parametrize("option", [{"activation": "elu"}, {"codebook_metric": "cosine", "codebook_dim": None}])
+def test_other_options_build_and_stream(option):
+    config = CodecConfig(**{**CodecConfig.tiny().to_dict(), **option})
+    codec = _prepared_codec(config, init_seconds=1.0)
+    wav = _speechlike(1, 6 * 80 + 5, torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        offline = codec.encode(wav)
+    codes, _ = _stream(codec, wav, [50] * 9 + [35])
+    assert torch.equal(codes, offline)

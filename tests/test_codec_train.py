@@ -1,0 +1,165 @@
+"""The codec trainer, its checkpoints, the command line and DistributedDataParallel on CPU (gloo, two processes).
+
+Everything runs the real trainer on the tiny preset for a few steps, on audio the tests synthesize.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from s2slib.checkpoint import CheckpointError
+from s2slib.codec.config import CodecConfig
+from s2slib.codec.train import CodecTrainConfig, CodecTrainer, load_codec
+from s2slib.data import synth
+from s2slib.data.manifest import Utterance, write_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTENCES = ["నమస్కారం, ఎలా ఉన్నారు?", "ఈ రోజు వాతావరణం చాలా బాగుంది.", "మీ పేరు ఏమిటి?", "రేపు బడికి సెలవు."]
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory):
+    """Train and val manifests of real synthesized Telugu speech at 16 kHz."""
+    root = tmp_path_factory.mktemp("codec_data")
+    utts = []
+    for i, (line, voice) in enumerate(zip(SENTENCES * 2, ["Arjun", "Priya", "Ravi", "Lakshmi"] * 2)):
+        wav = synth.synthesize(line, voice)
+        wav16 = torch.from_numpy(wav)
+        import torchaudio.functional as AF
+
+        wav16 = AF.resample(wav16, synth.SAMPLE_RATE, 16000).numpy()
+        path = root / f"u{i}.wav"
+        sf.write(path, wav16, 16000, subtype="PCM_16")
+        utts.append(Utterance(f"u{i}", str(path), len(wav16) / 16000, 16000, voice, line, "test"))
+    train = write_manifest(root / "train.jsonl", utts[:6])
+    val = write_manifest(root / "val.jsonl", utts[6:])
+    return train, val, root
+
+
+def small_config(**kw) -> CodecTrainConfig:
+    base = dict(max_steps=6, batch_size=2, segment_s=0.25, warmup_steps=2, val_every=3, val_items=2, ckpt_every=3,
+                log_every=1, val_max_s=1.0)
+    base.update(kw)
+    return CodecTrainConfig(**base)
+
+
+def test_training_reduces_loss_and_writes_outputs(manifests, tmp_path):
+    train, val, _ = manifests
+    trainer = CodecTrainer(CodecConfig.tiny(), small_config(max_steps=30, lr=3e-3, val_every=30, ckpt_every=10),
+                           train, val, tmp_path, device="cpu")
+    history = trainer.fit(progress=False)
+    steps, mel = history.series("loss_mel")
+    assert steps[-1] == 30
+    assert np.mean(mel[-5:]) < np.mean(mel[:5])  # it learns
+    assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "codec.pt").is_file()
+    val_rows = [r for r in history.rows if "val_mel_distance" in r]
+    assert val_rows and val_rows[-1]["step"] == 30
+    logged = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert logged == history.rows
+    codec = load_codec(tmp_path / "codec.pt")
+    assert codec.config == CodecConfig.tiny() and not codec.training
+
+
+def test_resume_is_exact(manifests, tmp_path):
+    train, val, _ = manifests
+    straight = CodecTrainer(CodecConfig.tiny(), small_config(), train, val, tmp_path / "a", device="cpu")
+    straight.fit(progress=False)
+
+    first = CodecTrainer(CodecConfig.tiny(), small_config(), train, val, tmp_path / "b", device="cpu")
+    first.fit(progress=False, stop_after=3)  # stopped after the step-3 checkpoint, as if killed there
+    del first
+    resumed = CodecTrainer(CodecConfig.tiny(), small_config(), train, val, tmp_path / "b", device="cpu")
+    assert resumed.step == 3
+    resumed.fit(progress=False)
+    a, b = straight.codec.state_dict(), resumed.codec.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key  # identical weights, codebooks and EMA statistics
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(straight.history.rows) == strip(resumed.history.rows)
+
+
+def test_bad_checkpoints_get_clear_errors(manifests, tmp_path):
+    train, val, _ = manifests
+    CodecTrainer(CodecConfig.tiny(), small_config(max_steps=2), train, val, tmp_path, device="cpu").fit(progress=False)
+    other = CodecConfig.tiny()
+    other.n_q = 2
+    with pytest.raises(CheckpointError, match="different codec configuration"):
+        CodecTrainer(other, small_config(max_steps=2), train, val, tmp_path, device="cpu")
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: len(ckpt.read_bytes()) // 2])  # truncated, as by a full disk
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        CodecTrainer(CodecConfig.tiny(), small_config(max_steps=2), train, val, tmp_path, device="cpu")
+    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+        load_codec(ckpt)
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "s2slib.codec", *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=env)
+
+
+def test_command_line_train_encode_decode_eval(manifests, tmp_path):
+    train, val, root = manifests
+    proc = run_cli("train", "--train-manifest", str(train), "--val-manifest", str(val), "--out", str(tmp_path / "c"),
+                   "--preset", "tiny", "--max-steps", "3", "--batch-size", "2", "--segment-s", "0.25",
+                   "--val-items", "1", "--no-progress", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    ckpt = tmp_path / "c" / "codec.pt"
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["step"] == 3
+
+    # a 22.05 kHz wav and an mp3 in a folder, plus a corrupt file that must be skipped, not fatal
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    wav = synth.synthesize(SENTENCES[0], "Priya")
+    sf.write(audio / "a.wav", wav, synth.SAMPLE_RATE)
+    sf.write(audio / "b.mp3", wav, synth.SAMPLE_RATE, format="MP3")
+    (audio / "c.flac").write_bytes(b"fLaC but not really")
+
+    proc = run_cli("encode", str(audio / "a.wav"), str(tmp_path / "a.codes"), "--checkpoint", str(ckpt), "--n-q", "2")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("decode", str(tmp_path / "a.codes"), str(tmp_path / "a_hat.wav"), "--checkpoint", str(ckpt))
+    assert proc.returncode == 0, proc.stderr
+    decoded, sr = sf.read(tmp_path / "a_hat.wav")
+    assert sr == 16000 and abs(len(decoded) - len(wav) * 16000 / synth.SAMPLE_RATE) <= 1
+
+    proc = run_cli("eval", "--checkpoint", str(ckpt), "--audio", str(audio))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for key in ("snr", "si_sdr", "mel_distance", "stoi", "bitrate_kbps", "n_files"):
+        assert key in result
+    assert result["n_files"] == 2 and str(audio / "c.flac") in result["skipped"]
+    tiny = CodecConfig.tiny()
+    assert result["bitrate_kbps"] == pytest.approx(tiny.n_q * np.log2(tiny.codebook_size) * 200 / 1000)
+
+    proc = run_cli("decode", str(audio / "a.wav"), str(tmp_path / "x.wav"), "--checkpoint", str(ckpt))
+    assert proc.returncode == 1 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_distributed_data_parallel_on_cpu(manifests, tmp_path):
+    """torchrun with two gloo processes: the ranks stay in sync (weights and codebooks) and rank 0 checkpoints."""
+    train, val, _ = manifests
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as s:  # a free loopback port for the rendezvous (torchrun's port 0 does not pick one)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port),
+           str(ROOT / "tests" / "ddp_codec_worker.py"), str(train), str(val), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    assert (tmp_path / "out" / "codec.pt").is_file()
