@@ -53,8 +53,27 @@ def closed_port() -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+class _LoopbackServer:
+    """Runs a request handler class on 127.0.0.1 (a free port) in a thread, for use as a context manager."""
+
+    def _serve(self, handler: type[http.server.BaseHTTPRequestHandler]):
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+
 @dataclass
-class FileServer:
+class FileServer(_LoopbackServer):
     """Serves ``files`` (URL path -> bytes) on 127.0.0.1 with ``Range: bytes=N-`` support (RFC 9110 section 14).
 
     ``drop_after``: send the full headers, then only this many body bytes, then close the connection (an interrupted
@@ -109,18 +128,10 @@ class FileServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        return self._serve(Handler)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}{path}"
+        return f"{self.base_url}{path}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -237,7 +248,7 @@ def hf_dataset_dir(path: Path, rows: list[dict], *, split: str | None = None) ->
 
 
 @dataclass
-class GatedHub:
+class GatedHub(_LoopbackServer):
     """A stand-in for the Hugging Face Hub on 127.0.0.1 that refuses every request the way the Hub refuses a gated
     repository to a user without access: ``401`` with ``X-Error-Code: GatedRepo``. Point ``HF_ENDPOINT`` at ``url``."""
 
@@ -264,16 +275,8 @@ class GatedHub:
             def log_message(self, *args) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        return self._serve(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return self.base_url

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from s2slib import atomic
-from s2slib.data.manifest import SPLITS, stable_fraction
+from s2slib.data.manifest import SPLITS, iter_jsonl, stable_fraction
 
 
 @dataclass
@@ -162,17 +162,12 @@ def write_conversations(folder: str | os.PathLike, conversations: list[Conversat
 def read_conversations(path: str | os.PathLike) -> list[Conversation]:
     """Read a file written by :func:`write_conversations`; audio paths come back absolute."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"conversation file {path} does not exist (notebook 01 writes it)")
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for lineno, row in iter_jsonl(path, "conversation file (notebook 01 writes it)"):
         try:
-            row = json.loads(line)
             turns = [SpokenTurn(**t) for t in row.pop("turns")]
             conv = Conversation(**row, turns=turns)
-        except (json.JSONDecodeError, TypeError, KeyError) as exc:
+        except (TypeError, KeyError) as exc:
             raise ValueError(f"{path}:{lineno}: not a conversation record ({exc})") from exc
         for t in conv.turns:
             if t.audio_path:

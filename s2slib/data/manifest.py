@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,24 @@ def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance]) -> 
     return path
 
 
+def iter_jsonl(path: str | os.PathLike, what: str = "JSON Lines file") -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-empty line of a JSON Lines file.
+
+    Raises ``FileNotFoundError`` naming ``what`` when the file is missing and ``ValueError`` naming file and line
+    for a line that is not JSON.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+
+
 def read_manifest(path: str | os.PathLike, check_audio: bool = False) -> list[Utterance]:
     """Read a manifest written by :func:`write_manifest`; audio paths come back absolute.
 
@@ -71,17 +89,9 @@ def read_manifest(path: str | os.PathLike, check_audio: bool = False) -> list[Ut
     (and, with ``check_audio``, for a listed audio file that is gone).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} does not exist")
     base = path.parent.resolve()
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+    for lineno, row in iter_jsonl(path, "manifest"):
         missing = [k for k in REQUIRED if k not in row]
         if missing:
             raise ValueError(f"{path}:{lineno}: missing field(s) {missing}")

@@ -1,0 +1,163 @@
+"""Benchmarks: speed and size figures measured by a script, never by a timed test.
+
+    python -m s2slib.bench codec [--preset seed] [--checkpoint C] [--seconds 10] [--threads 1] [--repeats 3]
+
+``codec`` prints one JSON object: for the course codec and for EnCodec 24 kHz (the architecture of the ``encodec``
+package, measured in the same run on the same machine), the parameter count and the offline encode and decode time
+per second of audio (real-time factor: seconds of compute per second of audio; below 1 is faster than real time),
+plus the course codec's streaming step time for one frame and for a 20 ms chunk. The top-level key
+``speedup_vs_encodec`` is EnCodec's encode+decode time divided by ours, per second of audio.
+
+Speed does not depend on the weights, so both models run with random weights unless ``--checkpoint`` is given;
+EnCodec's are always random here (labelled so), because this measures time, not quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def speech(seconds: float, sample_rate: int) -> np.ndarray:
+    """``seconds`` of Telugu speech synthesized offline (eSpeak NG), at ``sample_rate``: float32 ``(T,)``."""
+    from s2slib.audio import resample
+    from s2slib.data import synth
+
+    lines = ["నమస్కారం, మీకు ఎలా సహాయం చేయగలను?", "ఈ రోజు వాతావరణం చాలా బాగుంది.", "రేపు ఉదయం పది గంటలకు కలుద్దాం."]
+    parts, total, i = [], 0, 0
+    while total < seconds * synth.SAMPLE_RATE:
+        wav = synth.synthesize(lines[i % len(lines)], ["Priya", "Arjun", "Lakshmi", "Ravi"][i % 4])
+        parts.append(wav)
+        total += len(wav)
+        i += 1
+    wav = np.concatenate(parts)[: int(seconds * synth.SAMPLE_RATE)]
+    return resample(wav, synth.SAMPLE_RATE, sample_rate)
+
+
+def _best_of(fn, repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls of ``fn`` (after one warm-up call), in seconds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+@torch.inference_mode()
+def bench_course_codec(preset: str, checkpoint: str | None, seconds: float, repeats: int) -> dict:
+    """Offline and streaming timings of the course codec."""
+    from s2slib.codec.config import CodecConfig
+    from s2slib.codec.model import Codec
+    from s2slib.codec.train import load_codec
+
+    codec = load_codec(checkpoint) if checkpoint else Codec(CodecConfig.preset(preset)).eval()
+    cfg = codec.config
+    wav = torch.from_numpy(speech(seconds, cfg.sample_rate)).view(1, 1, -1)
+    codes = codec.encode(wav)
+    t_enc = _best_of(lambda: codec.encode(wav), repeats)
+    t_dec = _best_of(lambda: codec.decode(codes), repeats)
+
+    def stream(chunk: int, n_chunks: int) -> list[float]:
+        enc, dec = codec.streaming_encoder(), codec.streaming_decoder()
+        steps = []
+        for i in range(n_chunks + 5):
+            x = wav[..., (i * chunk) % (wav.shape[-1] - chunk):][..., :chunk]
+            t0 = time.perf_counter()
+            dec.push(enc.push(x))
+            if i >= 5:  # the first pushes warm up the caches
+                steps.append((time.perf_counter() - t0) * 1000)
+        return steps
+
+    frame_ms = 1000 * cfg.hop_length / cfg.sample_rate
+    one = stream(cfg.hop_length, 200)
+    chunk_frames = max(1, round(20 / frame_ms))
+    twenty = stream(cfg.hop_length * chunk_frames, 50)
+    return {
+        "model": f"course codec, preset {preset}" + (f" ({checkpoint})" if checkpoint else " (random weights)"),
+        "parameters": codec.num_parameters(),
+        "sample_rate": cfg.sample_rate,
+        "frame_rate": cfg.frame_rate,
+        "kbps": cfg.bitrate_kbps(),
+        "encode_rtf": t_enc / seconds,
+        "decode_rtf": t_dec / seconds,
+        "encode_ms_per_s": 1000 * t_enc / seconds,
+        "decode_ms_per_s": 1000 * t_dec / seconds,
+        "frame_ms": frame_ms,
+        "stream_step_ms_1_frame": {"median": statistics.median(one), "p95": float(np.percentile(one, 95))},
+        f"stream_step_ms_{chunk_frames}_frames": {"median": statistics.median(twenty),
+                                                  "p95": float(np.percentile(twenty, 95))},
+        "stream_1_frame_within_frame": statistics.median(one) < frame_ms,
+    }
+
+
+@torch.inference_mode()
+def bench_encodec(seconds: float, repeats: int, bandwidth: float = 6.0) -> dict:
+    """Offline timings of EnCodec 24 kHz (``encodec`` package architecture, random weights: timing only)."""
+    from encodec import EncodecModel
+
+    model = EncodecModel.encodec_model_24khz(pretrained=False).eval()
+    model.set_target_bandwidth(bandwidth)
+    wav = torch.from_numpy(speech(seconds, model.sample_rate)).view(1, 1, -1)
+    frames = model.encode(wav)
+    t_enc = _best_of(lambda: model.encode(wav), repeats)
+    t_dec = _best_of(lambda: model.decode(frames), repeats)
+    return {
+        "model": "EnCodec 24 kHz (encodec package architecture, untrained weights: timing only)",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "sample_rate": model.sample_rate,
+        "frame_rate": model.frame_rate,
+        "kbps": bandwidth,
+        "encode_rtf": t_enc / seconds,
+        "decode_rtf": t_dec / seconds,
+        "encode_ms_per_s": 1000 * t_enc / seconds,
+        "decode_ms_per_s": 1000 * t_dec / seconds,
+    }
+
+
+def bench_codec(preset: str = "seed", checkpoint: str | None = None, seconds: float = 10.0, threads: int = 1,
+                repeats: int = 3) -> dict:
+    """Both codecs on ``threads`` CPU threads; see the module docstring."""
+    torch.set_num_threads(threads)
+    ours = bench_course_codec(preset, checkpoint, seconds, repeats)
+    theirs = bench_encodec(seconds, repeats)
+    ours_total = ours["encode_rtf"] + ours["decode_rtf"]
+    theirs_total = theirs["encode_rtf"] + theirs["decode_rtf"]
+    return {
+        "benchmark": "codec",
+        "speedup_vs_encodec": theirs_total / ours_total,
+        "threads": threads,
+        "audio_seconds": seconds,
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "ours": ours,
+        "encodec_24khz": theirs,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m s2slib.bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("codec", help="course codec against EnCodec 24 kHz, on the CPU")
+    c.add_argument("--preset", default="seed", help="seed, seed_50hz, laptop or tiny")
+    c.add_argument("--checkpoint", help="time a trained codec.pt instead of a random-weight preset")
+    c.add_argument("--seconds", type=float, default=10.0, help="seconds of speech to encode and decode")
+    c.add_argument("--threads", type=int, default=1, help="CPU threads (the target is stated for one)")
+    c.add_argument("--repeats", type=int, default=3, help="timed repetitions; the fastest counts")
+    args = parser.parse_args(argv)
+    result = bench_codec(args.preset, args.checkpoint, args.seconds, args.threads, args.repeats)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
