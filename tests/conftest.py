@@ -6,7 +6,29 @@ as notebooks of their own (`make test` passes --nbval-lax for the course noteboo
 
 import os
 
+import pytest
+
 collect_ignore_glob = ["course_fixtures/*"]
 
 # Figures made by tests never replace the published ones in figures/.
 os.environ.setdefault("S2S_FIGURES_DIR", os.path.join(os.path.dirname(__file__), "..", "build", "test-figures"))
+
+
+@pytest.fixture(scope="session")
+def codec_manifests(tmp_path_factory):
+    """Train and val manifests of real synthesized Telugu speech at 16 kHz (eight short utterances)."""
+    import soundfile as sf
+
+    from s2slib.audio import resample
+    from s2slib.data import synth
+    from s2slib.data.manifest import Utterance, write_manifest
+
+    root = tmp_path_factory.mktemp("codec_data")
+    lines = ["నమస్కారం, ఎలా ఉన్నారు?", "ఈ రోజు వాతావరణం చాలా బాగుంది.", "మీ పేరు ఏమిటి?", "రేపు బడికి సెలవు."]
+    utts = []
+    for i, (line, voice) in enumerate(zip(lines * 2, ["Arjun", "Priya", "Ravi", "Lakshmi"] * 2)):
+        wav = resample(synth.synthesize(line, voice), synth.SAMPLE_RATE, 16000)
+        path = root / f"u{i}.wav"
+        sf.write(path, wav, 16000, subtype="PCM_16")
+        utts.append(Utterance(f"u{i}", str(path), len(wav) / 16000, 16000, voice, line, "test"))
+    return write_manifest(root / "train.jsonl", utts[:6]), write_manifest(root / "val.jsonl", utts[6:])

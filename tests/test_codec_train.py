@@ -21,29 +21,9 @@ from s2slib.checkpoint import CheckpointError
 from s2slib.codec.config import CodecConfig
 from s2slib.codec.train import CodecTrainConfig, CodecTrainer, load_codec
 from s2slib.data import synth
-from s2slib.data.manifest import Utterance, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
-SENTENCES = ["నమస్కారం, ఎలా ఉన్నారు?", "ఈ రోజు వాతావరణం చాలా బాగుంది.", "మీ పేరు ఏమిటి?", "రేపు బడికి సెలవు."]
-
-
-@pytest.fixture(scope="module")
-def manifests(tmp_path_factory):
-    """Train and val manifests of real synthesized Telugu speech at 16 kHz."""
-    root = tmp_path_factory.mktemp("codec_data")
-    utts = []
-    for i, (line, voice) in enumerate(zip(SENTENCES * 2, ["Arjun", "Priya", "Ravi", "Lakshmi"] * 2)):
-        wav = synth.synthesize(line, voice)
-        wav16 = torch.from_numpy(wav)
-        import torchaudio.functional as AF
-
-        wav16 = AF.resample(wav16, synth.SAMPLE_RATE, 16000).numpy()
-        path = root / f"u{i}.wav"
-        sf.write(path, wav16, 16000, subtype="PCM_16")
-        utts.append(Utterance(f"u{i}", str(path), len(wav16) / 16000, 16000, voice, line, "test"))
-    train = write_manifest(root / "train.jsonl", utts[:6])
-    val = write_manifest(root / "val.jsonl", utts[6:])
-    return train, val, root
+SENTENCE = "నమస్కారం, ఎలా ఉన్నారు?"
 
 
 def small_config(**kw) -> CodecTrainConfig:
@@ -53,8 +33,8 @@ def small_config(**kw) -> CodecTrainConfig:
     return CodecTrainConfig(**base)
 
 
-def test_training_reduces_loss_and_writes_outputs(manifests, tmp_path):
-    train, val, _ = manifests
+def test_training_reduces_loss_and_writes_outputs(codec_manifests, tmp_path):
+    train, val = codec_manifests
     trainer = CodecTrainer(CodecConfig.tiny(), small_config(max_steps=30, lr=3e-3, val_every=30, ckpt_every=10),
                            train, val, tmp_path, device="cpu")
     history = trainer.fit(progress=False)
@@ -70,8 +50,8 @@ def test_training_reduces_loss_and_writes_outputs(manifests, tmp_path):
     assert codec.config == CodecConfig.tiny() and not codec.training
 
 
-def test_resume_is_exact(manifests, tmp_path):
-    train, val, _ = manifests
+def test_resume_is_exact(codec_manifests, tmp_path):
+    train, val = codec_manifests
     straight = CodecTrainer(CodecConfig.tiny(), small_config(), train, val, tmp_path / "a", device="cpu")
     straight.fit(progress=False)
 
@@ -89,8 +69,8 @@ def test_resume_is_exact(manifests, tmp_path):
     assert strip(straight.history.rows) == strip(resumed.history.rows)
 
 
-def test_bad_checkpoints_get_clear_errors(manifests, tmp_path):
-    train, val, _ = manifests
+def test_bad_checkpoints_get_clear_errors(codec_manifests, tmp_path):
+    train, val = codec_manifests
     CodecTrainer(CodecConfig.tiny(), small_config(max_steps=2), train, val, tmp_path, device="cpu").fit(progress=False)
     other = CodecConfig.tiny()
     other.n_q = 2
@@ -109,8 +89,8 @@ def run_cli(*args, env=None):
                           timeout=300, cwd=ROOT, env=env)
 
 
-def test_command_line_train_encode_decode_eval(manifests, tmp_path):
-    train, val, root = manifests
+def test_command_line_train_encode_decode_eval(codec_manifests, tmp_path):
+    train, val = codec_manifests
     proc = run_cli("train", "--train-manifest", str(train), "--val-manifest", str(val), "--out", str(tmp_path / "c"),
                    "--preset", "tiny", "--max-steps", "3", "--batch-size", "2", "--segment-s", "0.25",
                    "--val-items", "1", "--no-progress", "--device", "cpu")
@@ -121,7 +101,7 @@ def test_command_line_train_encode_decode_eval(manifests, tmp_path):
     # a 22.05 kHz wav and an mp3 in a folder, plus a corrupt file that must be skipped, not fatal
     audio = tmp_path / "audio"
     audio.mkdir()
-    wav = synth.synthesize(SENTENCES[0], "Priya")
+    wav = synth.synthesize(SENTENCE, "Priya")
     sf.write(audio / "a.wav", wav, synth.SAMPLE_RATE)
     sf.write(audio / "b.mp3", wav, synth.SAMPLE_RATE, format="MP3")
     (audio / "c.flac").write_bytes(b"fLaC but not really")
@@ -146,9 +126,10 @@ def test_command_line_train_encode_decode_eval(manifests, tmp_path):
     assert proc.returncode == 1 and "error:" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_distributed_data_parallel_on_cpu(manifests, tmp_path):
-    """torchrun with two gloo processes: the ranks stay in sync (weights and codebooks) and rank 0 checkpoints."""
-    train, val, _ = manifests
+def test_distributed_data_parallel_on_cpu(codec_manifests, tmp_path):
+    """torchrun with two gloo processes: the ranks stay in sync (weights, codebooks, discriminators) and rank 0
+    writes the checkpoints, for the plain and the adversarial trainer."""
+    train, val = codec_manifests
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with socket.socket() as s:  # a free loopback port for the rendezvous (torchrun's port 0 does not pick one)
         s.bind(("127.0.0.1", 0))
@@ -158,8 +139,9 @@ def test_distributed_data_parallel_on_cpu(manifests, tmp_path):
            str(ROOT / "tests" / "ddp_codec_worker.py"), str(train), str(val), str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-6), key
-    assert (tmp_path / "out" / "codec.pt").is_file()
+    for name in ("rank", "gan_rank"):  # the plain trainer, then the adversarial one (codec and discriminators)
+        a = torch.load(tmp_path / f"{name}0.pt", weights_only=True)
+        b = torch.load(tmp_path / f"{name}1.pt", weights_only=True)
+        for key in a:
+            assert torch.allclose(a[key], b[key], atol=1e-6), f"{name}: {key}"
+    assert (tmp_path / "out" / "codec.pt").is_file() and (tmp_path / "gan" / "codec.pt").is_file()

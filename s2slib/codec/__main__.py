@@ -1,6 +1,7 @@
 """Command line of the course codec (the same code notebook 02 calls).
 
     python -m s2slib.codec train --run runs/laptop [--preset laptop] [--max-steps 2000] [--out DIR] ...
+    python -m s2slib.codec train-gan --run runs/laptop [--init runs/laptop/codec/codec.pt] [--max-steps 400] ...
     torchrun --nproc_per_node 2 -m s2slib.codec train --run runs/laptop ...     # DistributedDataParallel
     python -m s2slib.codec encode IN.wav OUT.codes --checkpoint runs/laptop/codec/codec.pt [--n-q 8]
     python -m s2slib.codec decode IN.codes OUT.wav --checkpoint runs/laptop/codec/codec.pt
@@ -75,18 +76,26 @@ def evaluate_folder(codec, folder: Path, n_q: int | None) -> dict:
 def _train(args) -> int:
     from s2slib.codec.config import CodecConfig
     from s2slib.codec.train import CodecTrainConfig, CodecTrainer
+    from s2slib.codec.train_gan import CodecGANTrainer, GANTrainConfig
 
+    gan = args.command == "train-gan"
     run = Path(args.run) if args.run else None
     train_manifest = args.train_manifest or (run / "data" / "manifests" / "train.jsonl" if run else None)
     val_manifest = args.val_manifest or (run / "data" / "manifests" / "val.jsonl" if run else None)
-    out = args.out or (run / "codec" if run else None)
+    out = args.out or (run / ("codec_gan" if gan else "codec") if run else None)
     if train_manifest is None or out is None:
         print("error: give --run RUN_DIR (from notebook 01) or --train-manifest and --out", file=sys.stderr)
         return 2
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(CodecTrainConfig)
+    config_cls = GANTrainConfig if gan else CodecTrainConfig
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
                  if getattr(args, f.name, None) is not None}
-    trainer = CodecTrainer(CodecConfig.preset(args.preset), CodecTrainConfig(**overrides), train_manifest,
-                           val_manifest, out, device=args.device)
+    if gan:
+        init = args.init or (run / "codec" / "codec.pt" if run else None)
+        trainer = CodecGANTrainer(CodecConfig.preset(args.preset), GANTrainConfig(**overrides), train_manifest,
+                                  val_manifest, out, device=args.device, init_from=init)
+    else:
+        trainer = CodecTrainer(CodecConfig.preset(args.preset), CodecTrainConfig(**overrides), train_manifest,
+                               val_manifest, out, device=args.device)
     history = trainer.fit(progress=not args.no_progress)
     if trainer.dist.is_main:
         print(json.dumps({"step": trainer.step, "out": str(out), **(history.rows[-1] if history.rows else {})}))
@@ -95,21 +104,26 @@ def _train(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from s2slib.codec.train import CodecTrainConfig, load_codec
+    from s2slib.codec.train_gan import GANTrainConfig
 
     parser = argparse.ArgumentParser(prog="python -m s2slib.codec", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train a codec on a run's manifests")
-    tr.add_argument("--run", help="run directory written by notebook 01")
-    tr.add_argument("--train-manifest")
-    tr.add_argument("--val-manifest")
-    tr.add_argument("--out", help="output folder (default: RUN/codec)")
-    tr.add_argument("--preset", default="laptop", help="seed, seed_50hz, laptop or tiny")
-    tr.add_argument("--device", default="auto")
-    tr.add_argument("--no-progress", action="store_true")
-    numeric = {"int": int, "float": float}  # CodecTrainConfig's annotations are strings (postponed evaluation)
-    for f in dataclasses.fields(CodecTrainConfig):
-        if f.type in numeric:
-            tr.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=numeric[f.type], default=None)
+    numeric = {"int": int, "float": float, "str": str}  # the annotations are strings (postponed evaluation)
+    for name, config_cls in (("train", CodecTrainConfig), ("train-gan", GANTrainConfig)):
+        gan = name == "train-gan"
+        tr = sub.add_parser(name, help="adversarial fine-tuning (notebook 03)" if gan else "train a codec (notebook 02)")
+        tr.add_argument("--run", help="run directory written by notebook 01")
+        tr.add_argument("--train-manifest")
+        tr.add_argument("--val-manifest")
+        tr.add_argument("--out", help=f"output folder (default: RUN/{'codec_gan' if gan else 'codec'})")
+        tr.add_argument("--preset", default="laptop", help="codec preset: seed, seed_50hz, laptop or tiny")
+        tr.add_argument("--device", default="auto")
+        tr.add_argument("--no-progress", action="store_true")
+        if gan:
+            tr.add_argument("--init", help="codec.pt to start from (default: RUN/codec/codec.pt)")
+        for f in dataclasses.fields(config_cls):
+            if f.type in numeric:
+                tr.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=numeric[f.type], default=None)
     for name in ("encode", "decode"):
         p = sub.add_parser(name, help=f"{name} one file")
         p.add_argument("input", type=Path)
@@ -123,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        if args.command == "train":
+        if args.command in ("train", "train-gan"):
             return _train(args)
         codec = load_codec(args.checkpoint)
         if args.command == "encode":

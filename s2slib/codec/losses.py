@@ -181,3 +181,48 @@ class ReconstructionLoss(nn.Module):
             total = total + self.config.l1_weight * terms["l1"]
         terms["total"] = total
         return terms
+
+
+# ---------------------------------------------------------------------------------------------- adversarial losses
+# Each takes the per-branch logits of :class:`s2slib.codec.discriminators.Discriminators` (a list of (B, n) tensors)
+# and averages over branches, so adding a period or an FFT size does not change the loss scale.
+
+
+def hinge_discriminator_loss(real: list[Tensor], fake: list[Tensor]) -> Tensor:
+    """Hinge loss for the discriminator (Lim & Ye 2017, used by MelGAN and EnCodec):
+    ``mean(relu(1 - D(x))) + mean(relu(1 + D(G(z))))``: real logits are pushed above 1, fake ones below -1, and
+    logits already past their margin give no gradient."""
+    return torch.stack([F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real, fake)]).mean()
+
+
+def hinge_generator_loss(fake: list[Tensor]) -> Tensor:
+    """Generator side of the hinge game (EnCodec's form): ``mean(relu(1 - D(G(z))))``."""
+    return torch.stack([F.relu(1 - f).mean() for f in fake]).mean()
+
+
+def lsgan_discriminator_loss(real: list[Tensor], fake: list[Tensor]) -> Tensor:
+    """Least-squares GAN (Mao et al. 2017, HiFi-GAN): ``mean((1 - D(x))^2) + mean(D(G(z))^2)``."""
+    return torch.stack([(1 - r).pow(2).mean() + f.pow(2).mean() for r, f in zip(real, fake)]).mean()
+
+
+def lsgan_generator_loss(fake: list[Tensor]) -> Tensor:
+    """Generator side of LSGAN: ``mean((1 - D(G(z)))^2)``."""
+    return torch.stack([(1 - f).pow(2).mean() for f in fake]).mean()
+
+
+ADVERSARIAL_LOSSES = {
+    "hinge": (hinge_discriminator_loss, hinge_generator_loss),
+    "lsgan": (lsgan_discriminator_loss, lsgan_generator_loss),
+}
+
+
+def feature_matching_loss(real: list[list[Tensor]], fake: list[list[Tensor]]) -> Tensor:
+    """L1 distance between the discriminators' feature maps on real and generated audio, each layer's distance
+    divided by the mean magnitude of its real features (EnCodec's relative form, so every layer counts alike),
+    averaged over layers and branches. The real features are detached: this trains the generator only."""
+    terms = []
+    for branch_real, branch_fake in zip(real, fake):
+        for r, f in zip(branch_real, branch_fake):
+            r = r.detach()
+            terms.append((f - r).abs().mean() / (r.abs().mean() + 1e-8))
+    return torch.stack(terms).mean()

@@ -141,6 +141,7 @@ class CodecTrainer:
     """
 
     kind = "codec_train"
+    progress_desc = "codec"
 
     def __init__(self, codec_config: CodecConfig, train_config: CodecTrainConfig, train_manifest: str | Path,
                  val_manifest: str | Path | None, out_dir: str | Path, device: str = "auto", resume: bool = True):
@@ -183,14 +184,26 @@ class CodecTrainer:
                              f"{codec_config.sample_rate} Hz")
         self.val_clips = (validation_set(val_manifest, train_config.val_items, train_config.val_max_s,
                                          codec_config.sample_rate) if val_manifest else [])
+        self._setup_extra(state)
         if state is not None:
             self._load_state(state)
         self.history = History(self.out_dir / "history.jsonl", resume_step=self.step if state else None,
                                write=self.dist.is_main)
 
     # ------------------------------------------------------------------ checkpoints
+    def _setup_extra(self, state: dict[str, Any] | None) -> None:
+        """Hook for subclasses: build what they add (discriminators, ...) before a checkpoint is loaded."""
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Hook for subclasses: what they add to a checkpoint."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        """Hook for subclasses: restore what :meth:`_extra_state` saved."""
+
     def _state(self) -> dict[str, Any]:
         return {
+            **self._extra_state(),
             "codec_config": self.codec.config.to_dict(),
             "train_config": self.cfg.to_dict(),
             "model": self.codec.state_dict(),
@@ -202,6 +215,7 @@ class CodecTrainer:
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
+        self._load_extra_state(state)
         self.codec.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -255,7 +269,7 @@ class CodecTrainer:
         cfg = self.cfg
         end = cfg.max_steps if stop_after is None else min(cfg.max_steps, self.step + stop_after)
         batches = step_batches(self.sampler, self.step, end, self.dist.rank, cfg.num_workers)
-        bar = tqdm(total=end, initial=self.step, desc="codec", disable=not (progress and self.dist.is_main))
+        bar = tqdm(total=end, initial=self.step, desc=self.progress_desc, disable=not (progress and self.dist.is_main))
         window: list[dict[str, float]] = []
         t0 = time.perf_counter()
         for wav in batches:
@@ -264,7 +278,8 @@ class CodecTrainer:
             window.append(row)
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == end:
-                mean = {k: float(np.mean([r[k] for r in window])) for k in window[0]}
+                keys = dict.fromkeys(k for r in window for k in r)  # every key, in first-seen order
+                mean = {k: float(np.mean([r[k] for r in window if k in r])) for k in keys}
                 mean.update(step=self.step, seconds=round(time.perf_counter() - t0, 2))
                 bar.set_postfix(mel=f"{mean['loss_mel']:.3f}", vq=f"{mean['loss_vq']:.3f}")
                 self.history.log(mean)
