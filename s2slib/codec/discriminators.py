@@ -77,6 +77,18 @@ class DiscriminatorConfig:
         return presets[name]()
 
 
+def _convolve(x: Tensor, layers: nn.ModuleList, out: nn.Module, slope: float) -> tuple[Tensor, list[Tensor]]:
+    """Run a branch's layers with leaky ReLUs, keeping every layer's output for feature matching: returns the
+    flattened logits ``(B, n)`` and the feature maps."""
+    features = []
+    for layer in layers:
+        x = F.leaky_relu(layer(x), slope)
+        features.append(x)
+    x = out(x)
+    features.append(x)
+    return x.flatten(1), features
+
+
 class PeriodDiscriminator(nn.Module):
     """One MPD branch: fold the waveform by ``period`` and look along each column with ``(5, 1)`` kernels."""
 
@@ -96,13 +108,7 @@ class PeriodDiscriminator(nn.Module):
         B, C, T = wav.shape
         x = F.pad(wav, (0, -T % self.period), mode="reflect" if T > self.period else "constant")
         x = x.view(B, C, -1, self.period)  # (B, 1, T / period, period): column j = samples j, j + p, ...
-        features = []
-        for layer in self.layers:
-            x = F.leaky_relu(layer(x), self.slope)
-            features.append(x)
-        x = self.out(x)
-        features.append(x)
-        return x.flatten(1), features  # logits (B, frames * period)
+        return _convolve(x, self.layers, self.out, self.slope)  # logits (B, frames * period), features
 
 
 class STFTDiscriminator(nn.Module):
@@ -124,13 +130,7 @@ class STFTDiscriminator(nn.Module):
         spec = torch.stft(wav.squeeze(1).float(), self.n_fft, self.hop, window=self.window, normalized=True,
                           return_complex=True)  # (B, freqs, frames)
         x = torch.stack([spec.real, spec.imag], dim=1).transpose(2, 3)  # (B, 2, frames, freqs)
-        features = []
-        for layer in self.layers:
-            x = F.leaky_relu(layer(x), self.slope)
-            features.append(x)
-        x = self.out(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _convolve(x, self.layers, self.out, self.slope)
 
 
 class Discriminators(nn.Module):
