@@ -61,22 +61,26 @@ def split_user_voices(user_voices: list[str], n_heldout: int) -> tuple[list[str]
     return list(user_voices[:-n_heldout]), list(user_voices[-n_heldout:])
 
 
-def _renditions(
+def _speakers(
     item_id: str,
-    train_users: list[str],
-    heldout_users: list[str],
+    agent_voices: list[str],
+    user_voices: list[str],
+    n_heldout_users: int,
     renditions: int,
     val_fraction: float,
     seed: int,
-) -> list[tuple[str, str]]:
-    """``[(split, user voice), ...]`` for one pair or dialogue, fixed by its id and the seed."""
+) -> list[tuple[str, str, str]]:
+    """``[(split, user voice, agent voice), ...]``: who speaks each rendition of one pair or dialogue, fixed by its id
+    and the seed (``renditions`` training users, sometimes one more for validation, one held-out user for test)."""
+    train_users, heldout_users = split_user_voices(user_voices, n_heldout_users)
     rng = random.Random(f"{seed}:{item_id}")
     users = rng.sample(train_users, len(train_users))
     out = [("train", u) for u in users[: max(1, min(renditions, len(users) - 1))]]
     if stable_fraction(f"val:{item_id}", seed) < val_fraction:
         out.append(("val", users[len(out)]))
     out.append(("test", rng.choice(heldout_users)))
-    return out
+    return [(split, user, random.Random(f"{seed}:{item_id}:{k}:agent").choice(agent_voices))
+            for k, (split, user) in enumerate(out)]
 
 
 def plan_pairs(
@@ -89,25 +93,19 @@ def plan_pairs(
     seed: int = 0,
 ) -> list[Conversation]:
     """Plan who speaks each question-answer pair (``pairs``: ``s2slib.data.text.QAPair`` objects)."""
-    train_users, heldout = split_user_voices(user_voices, n_heldout_users)
-    plan = []
-    for pair in pairs:
-        for k, (split, user) in enumerate(_renditions(pair.id, train_users, heldout, renditions, val_fraction, seed)):
-            agent = random.Random(f"{seed}:{pair.id}:{k}:agent").choice(agent_voices)
-            plan.append(
-                Conversation(
-                    id=f"{pair.id}/{split}/{user}",
-                    kind="pair",
-                    source_id=pair.id,
-                    split=split,
-                    topic=pair.category,
-                    turns=[
-                        SpokenTurn("user", pair.question, user),
-                        SpokenTurn("agent", pair.answer, agent, emotion=pair.emotion),
-                    ],
-                )
-            )
-    return plan
+    return [
+        Conversation(
+            id=f"{pair.id}/{split}/{user}",
+            kind="pair",
+            source_id=pair.id,
+            split=split,
+            topic=pair.category,
+            turns=[SpokenTurn("user", pair.question, user), SpokenTurn("agent", pair.answer, agent, emotion=pair.emotion)],
+        )
+        for pair in pairs
+        for split, user, agent in _speakers(pair.id, agent_voices, user_voices, n_heldout_users, renditions,
+                                            val_fraction, seed)
+    ]
 
 
 def plan_dialogues(
@@ -120,19 +118,13 @@ def plan_dialogues(
     seed: int = 0,
 ) -> list[Conversation]:
     """Plan who speaks each dialogue (``s2slib.data.text.Dialogue``); one user and one agent voice per rendition."""
-    train_users, heldout = split_user_voices(user_voices, n_heldout_users)
     plan = []
     for dlg in dialogues:
-        for k, (split, user) in enumerate(_renditions(dlg.id, train_users, heldout, renditions, val_fraction, seed)):
-            agent = random.Random(f"{seed}:{dlg.id}:{k}:agent").choice(agent_voices)
+        for split, user, agent in _speakers(dlg.id, agent_voices, user_voices, n_heldout_users, renditions,
+                                            val_fraction, seed):
             turns = [
-                SpokenTurn(
-                    t.role,
-                    t.text,
-                    user if t.role == "user" else agent,
-                    emotion=t.emotion if t.role == "agent" else None,
-                    depends_on=t.depends_on,
-                )
+                SpokenTurn(t.role, t.text, user if t.role == "user" else agent,
+                           emotion=t.emotion if t.role == "agent" else None, depends_on=t.depends_on)
                 for t in dlg.turns
             ]
             plan.append(Conversation(f"{dlg.id}/{split}/{user}", "dialogue", dlg.id, split, dlg.topic, turns))
