@@ -240,6 +240,11 @@ class CodecTrainer:
             out = self.model(wav)
             terms = self.loss(wav, out.wav_hat.float())
             total = terms["total"] + self.cfg.vq_weight * out.vq_loss
+        return self._update_codec(total, terms, out)
+
+    def _update_codec(self, total: torch.Tensor, terms: dict[str, torch.Tensor], out) -> dict[str, float]:
+        """Backpropagate the codec's loss ``total``, clip, step its optimizer and schedule; the row to log (the
+        reconstruction ``terms``, the VQ loss, gradient norm, learning rate and first-level codebook statistics)."""
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)

@@ -148,14 +148,5 @@ class CodecGANTrainer(CodecTrainer):
                                              [[f[B:] for f in fs] for fs in features])
                 total = total + cfg.adv_weight * g_adv + cfg.feat_weight * feat
                 row.update(loss_g_adv=float(g_adv.detach()), loss_feat=float(feat.detach()))
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.codec.parameters(), cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        row.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
-        row.update(loss_vq=float(out.vq_loss.detach()), grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0],
-                   usage_l1=float(out.codebook_usage[0]), perplexity_l1=float(out.perplexity[0]))
+        row.update(self._update_codec(total, terms, out))
         return row
