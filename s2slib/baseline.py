@@ -17,6 +17,10 @@ Weights (:func:`load_encodec`): the real pretrained checkpoint ``encodec_24khz-d
 When none of this works (an offline machine) :class:`WeightsUnavailable` says where to put the file.
 :func:`untrained_encodec` builds the same architecture with random weights: usable for timing only, and labelled so
 everywhere it appears. Nothing here ever reports a quality figure for untrained weights.
+
+What an offline machine can still compare on quality is EnCodec's *architecture* trained here from scratch on the
+course's data and budget (:mod:`s2slib.encodec_scratch`): :func:`compare_codecs` takes it as a third codec, labelled
+:data:`SCRATCH_LABEL`, a curve of its own beside the pretrained one.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,7 @@ from s2slib.audio import AUDIO_EXTENSIONS, AudioError, load_audio, resample
 CHECKPOINT_NAME = "encodec_24khz-d7cc33bc.th"
 CHECKPOINT_URL = f"https://dl.fbaipublicfiles.com/encodec/v0/{CHECKPOINT_NAME}"
 BANDWIDTHS = (1.5, 3.0, 6.0, 12.0, 24.0)  # kbps; 2, 4, 8, 16 and 32 levels of 1024 codes at 75 frames/s
+SCRATCH_LABEL = "EnCodec architecture, trained here from scratch"  # the third codec of compare_codecs
 
 
 class WeightsUnavailable(RuntimeError):
@@ -57,7 +62,8 @@ def _check_prefix(path: Path) -> None:
     expected = CHECKPOINT_NAME.rsplit("-", 1)[1].split(".")[0]
     if not digest.startswith(expected):
         raise WeightsUnavailable(f"{path} is not the EnCodec 24 kHz checkpoint: its SHA-256 starts with "
-                                 f"{digest[:8]}, expected {expected}. Delete it and fetch the file again.")
+                                 f"{digest[:8]}, expected {expected}. The file was left as it is: "
+                                 f"pass the path of the real {CHECKPOINT_NAME} instead.")
 
 
 def _resolve_weights(weights: str | os.PathLike | None, download: bool) -> tuple[Path, str]:
@@ -198,7 +204,11 @@ def load_audio_codec(kind: str, checkpoint: str | os.PathLike | None = None, enc
 
 @dataclass
 class CompareRow:
-    """One codec at one setting, measured on the same clips."""
+    """One codec at one setting, measured on the same clips.
+
+    Quality figures are means over the clips where they are defined (``None`` when none is, or when the weights are
+    untrained); ``skipped`` lists, per metric, the clips left out and why (``{"stoi": ["a.wav: too short ..."]}``).
+    """
 
     codec: str
     setting: str
@@ -211,13 +221,18 @@ class CompareRow:
     stoi: float | None
     encode_rtf: float
     decode_rtf: float
+    skipped: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _measure(encode, decode, clips: list[np.ndarray], sample_rate: int, quality: bool) -> dict[str, Any]:
+QUALITY_METRICS = ("si_sdr", "mel_distance", "stoi")
+
+
+def _measure(encode, decode, clips: list[np.ndarray], sample_rate: int, quality: bool,
+             clip_names: list[str]) -> dict[str, Any]:
     """Mean quality (if ``quality``) and real-time factors of an encode/decode pair over ``clips`` (16 kHz)."""
     t_enc = t_dec = 0.0
-    rows = []
-    for wav in clips:
+    means = metrics.MetricMeans(QUALITY_METRICS)
+    for name, wav in zip(clip_names, clips):
         x = torch.from_numpy(wav).view(1, 1, -1)
         t0 = time.perf_counter()
         codes = encode(x)
@@ -226,49 +241,66 @@ def _measure(encode, decode, clips: list[np.ndarray], sample_rate: int, quality:
         t2 = time.perf_counter()
         t_enc, t_dec = t_enc + t1 - t0, t_dec + t2 - t1
         if quality:
-            rows.append({"si_sdr": metrics.si_sdr(wav, est), "mel_distance": metrics.mel_distance(wav, est, sample_rate),
-                         "stoi": metrics.stoi(wav, est, sample_rate)})
+            means.add(name, wav, est, sample_rate)
     seconds = sum(len(w) for w in clips) / sample_rate
-    out = {"encode_rtf": t_enc / seconds, "decode_rtf": t_dec / seconds}
-    for key in ("si_sdr", "mel_distance", "stoi"):
-        out[key] = float(np.nanmean([r[key] for r in rows])) if rows else None
-    return out
+    return {"encode_rtf": t_enc / seconds, "decode_rtf": t_dec / seconds, **means.means(), "skipped": means.skipped}
+
+
+def _depth_ladder(codec, label: str, weights: str, levels: list[int] | None, clips: list[np.ndarray],
+                  clip_names: list[str]) -> list[CompareRow]:
+    """Rows of a codec with the course codec's API (``config``, ``encode(x, n_q)``, ``decode(codes, length)``) at
+    each number of levels in ``levels`` (default: 1 to ``config.n_q``)."""
+    cfg, rows = codec.config, []
+    for n in levels or list(range(1, cfg.n_q + 1)):
+        with torch.inference_mode():
+            m = _measure(lambda x, n=n: codec.encode(x, n), lambda c, t: codec.decode(c, length=t),
+                         clips, cfg.sample_rate, quality=True, clip_names=clip_names)
+        rows.append(CompareRow(label, f"n_q={n}", cfg.bitrate_kbps(n), cfg.frame_rate, codec.num_parameters(),
+                               weights, **m))
+    return rows
 
 
 def compare_codecs(course_codec, encodec: EncodecCodec | None, clips: list[np.ndarray],
                    bandwidths: tuple[float, ...] = BANDWIDTHS, course_levels: list[int] | None = None,
-                   timing_encodec: EncodecCodec | None = None) -> list[CompareRow]:
-    """Both codecs on the same 16 kHz ``clips``: the course codec at each quantizer depth, EnCodec at each bandwidth.
+                   timing_encodec: EncodecCodec | None = None, clip_names: list[str] | None = None,
+                   scratch_encodec=None) -> list[CompareRow]:
+    """The codecs on the same 16 kHz ``clips``: the course codec at each quantizer depth, EnCodec at each bandwidth.
 
     ``encodec``: the pretrained wrapper, or ``None`` when its weights are unavailable; EnCodec's rows then carry no
     quality figures and are timed on ``timing_encodec`` (untrained weights, labelled so) if given.
+    ``clip_names``: how ``skipped`` names the clips (default ``clip 0``, ``clip 1``, ...).
+    ``scratch_encodec``: optionally a third codec, EnCodec's architecture trained here from scratch
+    (:class:`s2slib.encodec_scratch.EncodecScratch`), measured at every depth like the course codec and labelled
+    :data:`SCRATCH_LABEL`, never as the pretrained EnCodec.
     """
-    rows = []
-    cfg = course_codec.config
-    for n in course_levels or list(range(1, cfg.n_q + 1)):
-        with torch.inference_mode():
-            m = _measure(lambda x, n=n: course_codec.encode(x, n), lambda c, t: course_codec.decode(c, length=t),
-                         clips, cfg.sample_rate, quality=True)
-        rows.append(CompareRow("course codec", f"n_q={n}", cfg.bitrate_kbps(n), cfg.frame_rate,
-                               course_codec.num_parameters(), "trained", **m))
+    if not clips:
+        raise ValueError("compare_codecs needs at least one clip.")
+    names = clip_names or [f"clip {i}" for i in range(len(clips))]
+    if len(names) != len(clips):
+        raise ValueError(f"clip_names has {len(names)} names for {len(clips)} clips; give one name per clip.")
+    rows = _depth_ladder(course_codec, "course codec", "trained", course_levels, clips, names)
+    if scratch_encodec is not None:
+        rows += _depth_ladder(scratch_encodec, SCRATCH_LABEL, "trained here from scratch", None, clips, names)
     enc = encodec or timing_encodec
     if enc is not None:
         for bw in bandwidths:
             enc.set_bandwidth(bw)
-            m = _measure(enc.encode, enc.decode, clips, enc.sample_rate, quality=enc.pretrained)
+            m = _measure(enc.encode, enc.decode, clips, enc.sample_rate, quality=enc.pretrained, clip_names=names)
             rows.append(CompareRow("EnCodec 24 kHz", f"{bw} kbps", bw, enc.frame_rate, enc.num_parameters(),
                                    enc.weights_source, **m))
     return rows
 
 
-def _load_clips(folder: Path, sample_rate: int) -> tuple[list[np.ndarray], dict[str, str]]:
-    clips, skipped = [], {}
+def _load_clips(folder: Path, sample_rate: int) -> tuple[list[np.ndarray], list[str], dict[str, str]]:
+    """``(clips, their file paths, {path: why it could not be decoded})`` of the audio files under ``folder``."""
+    clips, names, skipped = [], [], {}
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS):
         try:
             clips.append(load_audio(path, sample_rate=sample_rate)[0])
+            names.append(str(path))
         except AudioError as exc:
             skipped[str(path)] = str(exc)
-    return clips, skipped
+    return clips, names, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,21 +313,26 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--encodec-weights", help=f"path to {CHECKPOINT_NAME} (default: torch hub cache, then download)")
     c.add_argument("--no-download", action="store_true", help="never try to download EnCodec's weights")
     c.add_argument("--max-files", type=int, default=0, help="use only the first N files (0: all)")
+    c.add_argument("--scratch-checkpoint", type=Path,
+                   help="codec.pt of EnCodec's architecture trained from scratch (notebook 04): a third codec")
     args = parser.parse_args(argv)
 
     from s2slib.codec.train import load_codec
     from s2slib.checkpoint import CheckpointError
+    from s2slib.encodec_scratch import load_encodec_scratch
 
     try:
         course = load_codec(args.checkpoint)
+        scratch = load_encodec_scratch(args.scratch_checkpoint) if args.scratch_checkpoint else None
     except (CheckpointError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if not args.audio.is_dir():
         print(f"error: {args.audio} is not a folder of audio files", file=sys.stderr)
         return 2
-    clips, skipped = _load_clips(args.audio, course.config.sample_rate)
-    clips = clips[: args.max_files] if args.max_files > 0 else clips
+    clips, names, skipped = _load_clips(args.audio, course.config.sample_rate)
+    if args.max_files > 0:
+        clips, names = clips[: args.max_files], names[: args.max_files]
     if not clips:
         print(f"error: no decodable audio files in {args.audio}", file=sys.stderr)
         return 1
@@ -305,13 +342,13 @@ def main(argv: list[str] | None = None) -> int:
         timing = None
     except WeightsUnavailable as exc:
         encodec, timing, note = None, untrained_encodec(), str(exc)
-    rows = compare_codecs(course, encodec, clips, timing_encodec=timing)
+    rows = compare_codecs(course, encodec, clips, timing_encodec=timing, clip_names=names, scratch_encodec=scratch)
     out = {"n_files": len(clips), "rows": [r.__dict__ for r in rows], "encodec_quality_available": encodec is not None}
     if note:
         out["encodec_note"] = note
     if skipped:
         out["skipped"] = skipped
-    print(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2, allow_nan=False))  # means skip undefined values: never NaN
     return 0
 
 

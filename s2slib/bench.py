@@ -1,12 +1,19 @@
 """Benchmarks: speed and size figures measured by a script, never by a timed test.
 
-    python -m s2slib.bench codec [--preset seed] [--checkpoint C] [--seconds 10] [--threads 1] [--repeats 3]
+    python -m s2slib.bench codec [--preset fast50] [--checkpoint C] [--seconds 10] [--threads 1] [--repeats 3]
+                                 [--no-fold]
 
 ``codec`` prints one JSON object: for the course codec and for EnCodec 24 kHz (the architecture of the ``encodec``
 package, measured in the same run on the same machine), the parameter count and the offline encode and decode time
 per second of audio (real-time factor: seconds of compute per second of audio; below 1 is faster than real time),
-plus the course codec's streaming step time for one frame and for a 20 ms chunk. The top-level key
-``speedup_vs_encodec`` is EnCodec's encode+decode time divided by ours, per second of audio.
+plus the course codec's streaming step time for one frame and for a 20 ms chunk. Top-level keys:
+``speedup_vs_encodec`` (EnCodec's encode+decode time divided by ours, per second of audio), ``stream_ms_per_20ms``
+(median time of one streaming encode+decode step on a 20 ms chunk: below 20 keeps up with live audio) and
+``latency_ms`` (the codec's algorithmic latency, ``config.latency_samples()``; compute time comes on top).
+
+The course codec is timed as it would serve: a copy with weight norm folded into plain weights
+(:func:`s2slib.codec.layers.fold_weight_norm`), unless ``--no-fold``. The default preset is ``fast50``, the codec
+the S2S stages use; ``--preset seed`` times the seed design.
 
 Speed does not depend on the weights, so both models run with random weights unless ``--checkpoint`` is given;
 EnCodec's are always random here (labelled so), because this measures time, not quality.
@@ -53,13 +60,17 @@ def _best_of(fn, repeats: int) -> float:
 
 
 @torch.inference_mode()
-def bench_course_codec(preset: str, checkpoint: str | None, seconds: float, repeats: int) -> dict:
-    """Offline and streaming timings of the course codec."""
+def bench_course_codec(preset: str, checkpoint: str | None, seconds: float, repeats: int, fold: bool = True) -> dict:
+    """Offline and streaming timings of the course codec (its weight norm folded first if ``fold``)."""
     from s2slib.codec.config import CodecConfig
+    from s2slib.codec.layers import fold_weight_norm
     from s2slib.codec.model import Codec
     from s2slib.codec.train import load_codec
 
     codec = load_codec(checkpoint) if checkpoint else Codec(CodecConfig.preset(preset)).eval()
+    parameters = codec.num_parameters()  # of the model as trained (folding merges each g and v into one weight)
+    if fold:
+        codec = fold_weight_norm(codec).eval()
     cfg = codec.config
     wav = torch.from_numpy(speech(seconds, cfg.sample_rate)).view(1, 1, -1)
     codes = codec.encode(wav)
@@ -79,11 +90,14 @@ def bench_course_codec(preset: str, checkpoint: str | None, seconds: float, repe
 
     frame_ms = 1000 * cfg.hop_length / cfg.sample_rate
     one = stream(cfg.hop_length, 200)
-    chunk_frames = max(1, round(20 / frame_ms))
-    twenty = stream(cfg.hop_length * chunk_frames, 50)
+    chunk_20ms = round(0.020 * cfg.sample_rate)  # samples in 20 ms
+    twenty = stream(chunk_20ms, 50)
     return {
-        "model": f"course codec, preset {preset}" + (f" ({checkpoint})" if checkpoint else " (random weights)"),
-        "parameters": codec.num_parameters(),
+        "model": f"course codec, checkpoint {checkpoint}" if checkpoint
+                 else f"course codec, preset {preset} (random weights)",
+        "architecture": cfg.architecture,
+        "weight_norm_folded": fold,
+        "parameters": parameters,
         "sample_rate": cfg.sample_rate,
         "frame_rate": cfg.frame_rate,
         "kbps": cfg.bitrate_kbps(),
@@ -93,9 +107,11 @@ def bench_course_codec(preset: str, checkpoint: str | None, seconds: float, repe
         "decode_ms_per_s": 1000 * t_dec / seconds,
         "frame_ms": frame_ms,
         "stream_step_ms_1_frame": {"median": statistics.median(one), "p95": float(np.percentile(one, 95))},
-        f"stream_step_ms_{chunk_frames}_frames": {"median": statistics.median(twenty),
-                                                  "p95": float(np.percentile(twenty, 95))},
+        f"stream_step_ms_{chunk_20ms / cfg.hop_length:g}_frames": {"median": statistics.median(twenty),
+                                                                   "p95": float(np.percentile(twenty, 95))},
         "stream_1_frame_within_frame": statistics.median(one) < frame_ms,
+        "stream_ms_per_20ms": statistics.median(twenty),
+        "latency_ms": 1000 * cfg.latency_samples() / cfg.sample_rate,
     }
 
 
@@ -123,17 +139,19 @@ def bench_encodec(seconds: float, repeats: int, bandwidth: float = 6.0) -> dict:
     }
 
 
-def bench_codec(preset: str = "seed", checkpoint: str | None = None, seconds: float = 10.0, threads: int = 1,
-                repeats: int = 3) -> dict:
+def bench_codec(preset: str = "fast50", checkpoint: str | None = None, seconds: float = 10.0, threads: int = 1,
+                repeats: int = 3, fold: bool = True) -> dict:
     """Both codecs on ``threads`` CPU threads; see the module docstring."""
     torch.set_num_threads(threads)
-    ours = bench_course_codec(preset, checkpoint, seconds, repeats)
+    ours = bench_course_codec(preset, checkpoint, seconds, repeats, fold)
     theirs = bench_encodec(seconds, repeats)
     ours_total = ours["encode_rtf"] + ours["decode_rtf"]
     theirs_total = theirs["encode_rtf"] + theirs["decode_rtf"]
     return {
         "benchmark": "codec",
         "speedup_vs_encodec": theirs_total / ours_total,
+        "stream_ms_per_20ms": ours.pop("stream_ms_per_20ms"),
+        "latency_ms": ours.pop("latency_ms"),
         "threads": threads,
         "audio_seconds": seconds,
         "device": "cpu",
@@ -148,13 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m s2slib.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("codec", help="course codec against EnCodec 24 kHz, on the CPU")
-    c.add_argument("--preset", default="seed", help="seed, seed_50hz, laptop or tiny")
+    c.add_argument("--preset", default="fast50",
+                   help="fast50 (default), fast50_gpu, fast50_tiny, seed, seed_50hz, laptop or tiny")
     c.add_argument("--checkpoint", help="time a trained codec.pt instead of a random-weight preset")
     c.add_argument("--seconds", type=float, default=10.0, help="seconds of speech to encode and decode")
     c.add_argument("--threads", type=int, default=1, help="CPU threads (the target is stated for one)")
     c.add_argument("--repeats", type=int, default=3, help="timed repetitions; the fastest counts")
+    c.add_argument("--no-fold", dest="fold", action="store_false",
+                   help="time the model with weight norm recomputed on every call, as in training")
     args = parser.parse_args(argv)
-    result = bench_codec(args.preset, args.checkpoint, args.seconds, args.threads, args.repeats)
+    result = bench_codec(args.preset, args.checkpoint, args.seconds, args.threads, args.repeats, args.fold)
     print(json.dumps(result, indent=2))
     return 0
 

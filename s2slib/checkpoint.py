@@ -1,7 +1,9 @@
 """Checkpoints that survive a killed run and cannot run code when loaded.
 
 - **Atomic**: written to a temporary file beside the target, then renamed into place (``os.replace``), so a process
-  killed mid-save (SIGKILL, a pre-empted pod) leaves the previous checkpoint intact.
+  killed mid-save (SIGKILL, a pre-empted pod) leaves the previous checkpoint intact. The temporary file such a kill
+  leaves behind is never read, and the next save deletes it (:func:`s2slib.atomic.remove_stale_temps`): a checkpoint
+  can be large, and a few killed saves must not fill the disk.
 - **Safe to load**: ``torch.load(..., weights_only=True)`` only rebuilds tensors and plain containers; a checkpoint
   that tries to unpickle arbitrary objects is refused.
 - **Self-describing**: every checkpoint stores its ``kind`` (``"codec"``, ``"codec_gan"``, ...), a format version and
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from s2slib.atomic import atomic_path
+from s2slib.atomic import atomic_path, remove_stale_temps
 
 FORMAT_VERSION = 1
 
@@ -30,8 +32,12 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], kind: str) -> Path:
-    """Atomically save ``state`` (tensors, numbers, strings, lists, dicts) as a checkpoint of ``kind``."""
+    """Atomically save ``state`` (tensors, numbers, strings, lists, dicts) as a checkpoint of ``kind``.
+
+    Temporary files that killed saves of ``path`` left behind are deleted first (those of running writers stay).
+    """
     payload = {"kind": kind, "format_version": FORMAT_VERSION, **state}
+    remove_stale_temps(path)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
@@ -52,16 +58,20 @@ def load_checkpoint(path: str | os.PathLike, kind: str | tuple[str, ...] | None 
     except Exception as exc:  # a foreign or damaged file fails deep in the unpickler with many exception types
         raise CheckpointError(
             f"{path} is not a loadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). It may be "
-            "truncated or corrupt, or hold objects other than tensors (refused for safety). Delete it to start "
-            "over, or point at another checkpoint."
+            "truncated or corrupt (a full disk, an unfinished copy), or hold objects other than tensors (refused for "
+            "safety). Point at another checkpoint (the run's codec.pt, or a copy you kept), or start a fresh run in "
+            "another output folder; this file is left as it is."
         ) from exc
     if not isinstance(state, dict) or "kind" not in state:
-        raise CheckpointError(f"{path} is not a course checkpoint (no 'kind' field).")
+        raise CheckpointError(f"{path} is not a course checkpoint (no 'kind' field); give a checkpoint.pt or "
+                              "codec.pt written by s2slib.")
     kinds = (kind,) if isinstance(kind, str) else kind
     if kinds and state["kind"] not in kinds:
-        raise CheckpointError(f"{path} holds a {state['kind']!r} checkpoint; expected {' or '.join(kinds)}.")
+        raise CheckpointError(f"{path} holds a {state['kind']!r} checkpoint; expected {' or '.join(kinds)}. Check "
+                              "which file this step wants (a training checkpoint.pt or an exported codec.pt).")
     if state.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer version of s2slib (format {state['format_version']}).")
+        raise CheckpointError(f"{path} was written by a newer version of s2slib (format {state['format_version']}, "
+                              f"this one reads up to {FORMAT_VERSION}); update s2slib to load it.")
     return state
 
 

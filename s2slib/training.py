@@ -88,11 +88,17 @@ class History:
         self.write = write
         self.rows: list[dict[str, Any]] = []
         if self.path.exists() and resume_step is not None:
-            for line in self.path.read_text().splitlines():
-                if line.strip():
+            lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+            for i, line in enumerate(lines):
+                try:
                     row = json.loads(line)
-                    if row.get("step", 0) <= resume_step:
-                        self.rows.append(row)
+                except json.JSONDecodeError as exc:
+                    if i == len(lines) - 1:  # a run killed while appending: the half line is newer than the checkpoint
+                        break
+                    raise ValueError(f"{self.path}:{i + 1}: the training log is damaged ({exc.msg}); give the run "
+                                     "another output folder, or repair that line") from exc
+                if row.get("step", 0) <= resume_step:
+                    self.rows.append(row)
         if write:
             atomic.write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
 

@@ -14,6 +14,17 @@ collect_ignore_glob = ["course_fixtures/*"]
 os.environ.setdefault("S2S_FIGURES_DIR", os.path.join(os.path.dirname(__file__), "..", "build", "test-figures"))
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test runs PyTorch on one thread: the machine's two cores are shared (and CI's runs are comparable)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def codec_manifests(tmp_path_factory):
     """Train and val manifests of real synthesized Telugu speech at 16 kHz (eight short utterances)."""

@@ -132,3 +132,39 @@ def test_compare_command_line_offline(tmp_path):
     assert out["n_files"] == 1 and out["encodec_quality_available"] is False
     assert "put" in out["encodec_note"].lower()
     assert {r["setting"] for r in out["rows"] if r["codec"].startswith("EnCodec")} == {f"{b} kbps" for b in BANDWIDTHS}
+
+
+def _no_nan(token: str):
+    raise ValueError(f"{token} in JSON output")
+
+
+def test_comparison_skips_a_clip_too_short_for_stoi():
+    course = Codec(CodecConfig.tiny()).eval()
+    rng = np.random.default_rng(3)
+    clips = [rng.normal(0, 0.1, 16000).astype(np.float32), rng.normal(0, 0.1, 3200).astype(np.float32)]  # 1 s, 0.2 s
+    rows = compare_codecs(course, None, clips, course_levels=[1], clip_names=["long.wav", "short.wav"])
+    (row,) = rows
+    assert row.stoi is not None and np.isfinite(row.stoi)  # the mean of the clips that have a STOI
+    assert [s.split(": ")[0] for s in row.skipped["stoi"]] == ["short.wav"] and "too short" in row.skipped["stoi"][0]
+    json.loads(json.dumps([r.__dict__ for r in rows], allow_nan=False), parse_constant=_no_nan)
+    only_short = compare_codecs(course, None, clips[1:], course_levels=[1])[0]
+    assert only_short.stoi is None and only_short.skipped["stoi"][0].startswith("clip 0: ")
+
+
+def test_compare_command_line_never_prints_nan(tmp_path):
+    import soundfile as sf
+
+    from s2slib.codec.train import export_codec
+
+    export_codec(Codec(CodecConfig.tiny()), tmp_path / "codec.pt")
+    (tmp_path / "audio").mkdir()
+    sf.write(tmp_path / "audio" / "short.wav", np.random.default_rng(1).normal(0, 0.1, 4000), 16000)  # 0.25 s
+    env = {"TORCH_HOME": str(tmp_path / "th"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "s2slib.baseline", "compare", "--checkpoint", str(tmp_path / "codec.pt"),
+                           "--audio", str(tmp_path / "audio"), "--no-download"], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout, parse_constant=_no_nan)  # NaN or Infinity would raise
+    ours = [r for r in out["rows"] if r["codec"] == "course codec"]
+    assert ours and all(r["stoi"] is None and r["mel_distance"] is not None for r in ours)
+    assert all(r["skipped"]["stoi"][0].startswith(str(tmp_path / "audio" / "short.wav")) for r in ours)

@@ -4,19 +4,31 @@ import json
 import subprocess
 import sys
 
+import pytest
 
-def test_codec_benchmark_reports_both_codecs():
+
+@pytest.mark.parametrize("preset, flags, frame_ms, latency_ms, folded", [
+    ("tiny", [], 5.0, 5.0, True),  # the seed design in miniature: one 5 ms frame of latency
+    ("fast50_tiny", ["--no-fold"], 20.0, 40.0, False),  # 50 frames/s, plus one hop of overlap-add
+])
+def test_codec_benchmark_reports_both_codecs(preset, flags, frame_ms, latency_ms, folded):
     proc = subprocess.run(
-        [sys.executable, "-m", "s2slib.bench", "codec", "--preset", "tiny", "--seconds", "0.5", "--repeats", "1"],
+        [sys.executable, "-m", "s2slib.bench", "codec", "--preset", preset, "--seconds", "0.5", "--repeats", "1",
+         *flags],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["speedup_vs_encodec"] > 0 and result["threads"] == 1
+    assert result["stream_ms_per_20ms"] > 0 and result["latency_ms"] == latency_ms
+    ours = result["ours"]
+    assert preset in ours["model"] and ours["weight_norm_folded"] is folded
     for key in ("parameters", "encode_rtf", "decode_rtf"):
-        assert result["ours"][key] > 0 and result["encodec_24khz"][key] > 0
-    assert result["ours"]["frame_ms"] == 5.0 and result["ours"]["stream_step_ms_1_frame"]["median"] > 0
+        assert ours[key] > 0 and result["encodec_24khz"][key] > 0
+    assert ours["frame_ms"] == frame_ms and ours["stream_step_ms_1_frame"]["median"] > 0
+    assert ours[f"stream_step_ms_{20 / frame_ms:g}_frames"]["median"] == result["stream_ms_per_20ms"]
     assert "untrained" in result["encodec_24khz"]["model"]  # random EnCodec weights are labelled as such
     ratio = (result["encodec_24khz"]["encode_rtf"] + result["encodec_24khz"]["decode_rtf"]) / (
-        result["ours"]["encode_rtf"] + result["ours"]["decode_rtf"])
+        ours["encode_rtf"] + ours["decode_rtf"])
     assert abs(ratio - result["speedup_vs_encodec"]) < 1e-9
+

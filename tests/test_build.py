@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from s2slib.data import synth, text
-from s2slib.data.build import DataConfig, build_dataset, plan_synthetic_speech
+from s2slib.data.build import DataConfig, build_dataset, plan_synthetic_speech, split_real_clips
 from s2slib.data.conversations import plan_dialogues, plan_pairs, read_conversations
-from s2slib.data.manifest import read_manifest
+from s2slib.data.manifest import Utterance, read_manifest
 from s2slib.run import RunDir
 
 
@@ -19,7 +19,7 @@ from s2slib.run import RunDir
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("build")
     cfg = DataConfig(n_sentences=30, renditions_per_sentence=2, n_qa_pairs=8, qa_renditions=2, n_dialogues=3,
-                     max_real_clips=5, num_workers=1, val_fraction=0.2, test_fraction=0.2)
+                     max_real_clips=0, real_train_clips=12, num_workers=1, val_fraction=0.2, test_fraction=0.2)
     run = RunDir.open(root / "run", "smoke")
     return run, build_dataset(run, cfg, progress=False)
 
@@ -33,9 +33,62 @@ def test_manifests_hold_clean_16k_speech_split_by_sentence(built):
     assert synthetic["train"] and synthetic["test"]
     assert not synthetic["train"] & synthetic["test"] and not synthetic["train"] & synthetic["val"]
     real = [u for us in splits.values() for u in us if u.source == "samples-te"]
-    assert len(real) == 5 and all(u.split == "test" for u in real)  # real speech is held out
+    assert len(real) == 45 and {u.split for u in real} == {"train", "test"}  # real speech is never validation
     emotions = {u.emotion for u in splits["train"] if u.source == "synthetic-te"}
     assert emotions <= set(synth.EMOTIONS) and len(emotions) >= 4
+
+
+def test_real_clips_split_keeps_test_clips_out_of_training(built):
+    run, result = built
+    splits = {s: read_manifest(p) for s, p in result.manifests.items()}
+    real = {s: [u for u in us if u.source == "samples-te"] for s, us in splits.items()}
+    assert not real["val"]
+    assert len(real["train"]) == 12 and len(real["test"]) == 45 - 12  # the requested number of training clips
+    assert {u.speaker for u in real["train"]} == {"cv_te_a"}  # cv_te_b is never trained on
+    assert {u.speaker for u in real["test"]} == {"cv_te_a", "cv_te_b"}  # unseen speaker and unseen utterances
+    for split, utts in real.items():  # the manifests say which use each clip has
+        for u in utts:
+            assert u.meta["real_use"] == split
+            if split == "test":
+                assert u.meta["speaker_seen_in_training"] is (u.speaker == "cv_te_a")
+            else:
+                assert "speaker_seen_in_training" not in u.meta
+    train, test = splits["train"], splits["test"]
+    assert not {u.id for u in train} & {u.id for u in test}
+    assert not {u.meta["content_sha1"] for u in train} & {u.meta["content_sha1"] for u in test}  # no shared audio
+    train_texts, test_texts = {u.text for u in train}, {u.text for u in test}
+    assert not {u.text for u in real["test"]} & train_texts and not {u.text for u in real["train"]} & test_texts
+    # cv_te_a and cv_te_b both say one sentence: that cv_te_a clip is never drawn for training
+    shared = "పల్లె పైరుగాలి పరిరంభణమ్ములు"
+    assert [u.speaker for u in real["test"] if u.text == shared] == ["cv_te_a", "cv_te_b"]
+
+
+def _fake_real_clips() -> list[Utterance]:
+    clips = [Utterance(f"samples-te/a{i}", "", 2.0, 16000, "cv_te_a", f"sentence {i}", "samples-te") for i in range(8)]
+    clips += [Utterance(f"samples-te/b{i}", "", 2.0, 16000, "cv_te_b", f"other {i}", "samples-te") for i in range(3)]
+    clips.append(Utterance("samples-te/b3", "", 2.0, 16000, "cv_te_b", "sentence 0.", "samples-te"))  # as a0 says
+    clips += [Utterance(f"samples-te/a8#{k}", "", 9.0, 16000, "cv_te_a", "", "samples-te",
+                        meta={"segment": k, "n_segments": 2, "text_of_recording": "a long one"}) for k in range(2)]
+    clips.append(Utterance("synthetic-te/s1/Priya/happy", "", 2.0, 16000, "Priya", "sentence 1", "synthetic-te"))
+    return clips
+
+
+def test_split_real_clips_is_seeded_and_never_trains_on_a_repeated_sentence():
+    def trained(n, seed):
+        utts = split_real_clips(_fake_real_clips(), n, seed)
+        return sorted(u.id for u in utts if u.meta.get("real_use") == "train"), utts
+
+    ids, utts = trained(4, 0)
+    assert ids == trained(4, 0)[0] and any(trained(4, seed)[0] != ids for seed in range(1, 5))
+    assert all(u.split is None and "real_use" not in u.meta for u in utts if u.source != "samples-te")
+    # a0 shares its sentence with b3, a1 with a synthetic utterance; a8 is one recording in two segments
+    everything, _ = trained(7, 0)
+    assert everything == sorted([f"samples-te/a{i}" for i in range(2, 8)] + ["samples-te/a8#0", "samples-te/a8#1"])
+    with pytest.raises(ValueError, match="real_train_clips=8.*only 7"):
+        split_real_clips(_fake_real_clips(), 8, 0)
+    none = split_real_clips(_fake_real_clips(), 0, 0)
+    assert all(u.split == "test" and u.meta["speaker_seen_in_training"] is False
+               for u in none if u.source == "samples-te")
 
 
 def test_conversations_test_split_uses_only_heldout_user_voices(built):
@@ -66,6 +119,14 @@ def test_card_and_rejects_are_written(built):
     assert total == pytest.approx(card["hours_total"], abs=1e-3)
     assert card["conversations"]["pair"]["train"] == 16 and card["conversations"]["pair"]["test"] == 8
     assert "## Hours per speaker" in (run / "data" / "card.md").read_text()
+    real = card["real_speech_by_use"]
+    assert real["train"]["clips"] == 12 and real["train"]["by_speaker"].keys() == {"cv_te_a"}
+    assert real["train"]["seconds"] == pytest.approx(sum(u.duration for u in result.utterances
+                                                         if u.meta.get("real_use") == "train"), abs=0.1)
+    assert real["test"]["clips"] == 33 and real["test"]["by_speaker"]["cv_te_b"]["clips"] == 5
+    assert real["train"]["hours"] + real["test"]["hours"] == pytest.approx(card["hours_by_source"]["samples-te"],
+                                                                           abs=1e-3)
+    assert "## Real recordings: training and test" in (run / "data" / "card.md").read_text()
     assert (run / "data" / "rejects.jsonl").exists()
 
 

@@ -17,14 +17,6 @@ from s2slib.codec.model import Codec
 SR = 16000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine's two cores are shared
-    yield
-    torch.set_num_threads(threads)
-
-
 def _randomise_snakes(model: torch.nn.Module, generator: torch.Generator) -> None:
     """Move every Snake alpha away from its initial 1, so tests do not pass only for alpha == 1."""
     with torch.no_grad():
@@ -393,3 +385,175 @@ def test_other_options_build_and_stream(option):
         offline = codec.encode(wav)
     codes, _ = _stream(codec, wav, [50] * 9 + [35])
     assert torch.equal(codes, offline)
+
+
+# ------------------------------------------------------------------------------------- the stft family (codec v2)
+def test_fast50_presets_rate_bitrate_and_latency():
+    for name in ("fast50", "fast50_gpu", "fast50_tiny"):
+        c = CodecConfig.preset(name)
+        assert c.architecture == "stft" and c.hop_length == 320 and c.frame_rate == 50.0
+        assert c.window_length == 640
+        assert c.latency_samples() == 640  # one frame plus one hop of overlap-add: 40 ms
+        assert c.comb_frequencies() == [50.0]
+    assert CodecConfig.fast50().bitrate_kbps() == 4.0  # 8 levels x 10 bits x 50 frames/s
+    assert CodecConfig.fast50().bitrate_kbps(1) == 0.5
+    n = Codec(CodecConfig.fast50()).num_parameters()
+    assert 5e6 < n < 30e6, n
+    codec = Codec(CodecConfig.fast50_tiny()).eval()
+    wav = _speechlike(2, 16000 + 123, torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        codes = codec.encode(wav)
+        assert codes.shape == (2, 4, 51)  # ceil(16123 / 320)
+        assert codec.decode(codes, length=wav.shape[-1]).shape == wav.shape
+
+
+def test_stft_architecture_config_errors():
+    with pytest.raises(ValueError, match="strides=\\(hop,\\)"):
+        CodecConfig(architecture="stft", strides=(4, 80))
+    with pytest.raises(ValueError, match="multiple of the hop"):
+        CodecConfig(architecture="stft", strides=(320,), n_fft=500)
+    with pytest.raises(ValueError, match="architecture"):
+        CodecConfig(architecture="wavenet")
+
+
+def test_stft_codec_is_causal_with_the_stated_latency():
+    """Input after frame k cannot change codes before k; changed codes from frame k change no output sample before
+    ``(k + 1) * hop - window``: the decoder's latency is the window, one frame plus one hop of overlap-add."""
+    codec = _prepared_codec(CodecConfig.fast50_tiny(), init_seconds=1.0)
+    hop, win = codec.hop_length, codec.config.window_length
+    wav = _speechlike(1, 12 * hop, torch.Generator().manual_seed(4))
+    k = 7
+    changed = wav.clone()
+    changed[..., (k + 1) * hop - 1] += 0.5  # only the last sample of frame k
+    with torch.inference_mode():
+        latent, latent2 = codec.encoder(wav), codec.encoder(changed)
+        assert torch.equal(latent[..., :k], latent2[..., :k])
+        assert not torch.allclose(latent[..., k], latent2[..., k])
+        codes = codec.encode(wav)
+        other = codes.clone()
+        other[..., k:] = (other[..., k:] + 1) % codec.config.codebook_size
+        out, out2 = codec.decode(codes), codec.decode(other)
+    first = (k + 1) * hop - win  # the first sample frame k's synthesis window touches
+    assert torch.equal(out[..., :first], out2[..., :first])
+    assert not torch.allclose(out[..., first:first + hop], out2[..., first:first + hop])
+
+
+@pytest.mark.parametrize("preset", ["fast50_tiny", "fast50"])
+def test_stft_streaming_equals_offline(preset):
+    codec = _prepared_codec(CodecConfig.preset(preset), init_seconds=1.0 if preset == "fast50_tiny" else 3.0)
+    hop, overlap = codec.hop_length, codec.config.window_length - codec.hop_length
+    g = torch.Generator().manual_seed(5)
+    T = 14 * hop + 37  # the last frame is partial
+    wav = _speechlike(2, T, g)
+    with torch.inference_mode():
+        offline_codes = codec.encode(wav)
+        offline_wav = codec.decode(offline_codes, length=T)
+    assert len(offline_codes.unique()) > 10  # the codes carry information: the comparison is not vacuous
+    plans = _chunk_plans(T, hop, g)
+    if preset == "fast50_tiny":
+        plans["1"] = [1] * T
+    for name, sizes in plans.items():
+        encoder, decoder = codec.streaming_encoder(batch_size=2), codec.streaming_decoder(batch_size=2)
+        codes, audio, frames = [], [], 0
+        for chunk in torch.split(wav, sizes, dim=-1):
+            c = encoder.push(chunk)
+            codes.append(c)
+            audio.append(decoder.push(c))
+            frames += c.shape[-1]
+            # every sample no later frame adds to, and nothing more: the stream runs `overlap` samples behind
+            assert sum(a.shape[-1] for a in audio) == max(0, frames * hop - overlap)
+        codes.append(encoder.flush())
+        audio += [decoder.push(codes[-1]), decoder.flush()]
+        codes, audio = torch.cat(codes, dim=-1), torch.cat(audio, dim=-1)
+        assert torch.equal(codes, offline_codes), f"{preset}, chunks of {name}: codes differ"
+        assert audio.shape[-1] == offline_codes.shape[-1] * hop
+        err = (audio[..., :T] - offline_wav).abs().max().item()
+        assert err < 1e-4, f"{preset}, chunks of {name}: max abs error {err:.2e}"
+
+
+def test_integrated_phase_keeps_a_steady_tone_coherent():
+    """With ``phase="integrated"`` the head accumulates each bin's predicted frequency deviation, so a constant
+    deviation gives a steady sinusoid across frames: overlap-added windows add up instead of cancelling."""
+    from s2slib.codec.stft_io import ISTFTHead
+
+    head = ISTFTHead(hop=80, n_fft=160, phase="integrated")
+    K, F_ = head.n_bins, 40
+    x = torch.full((1, 3 * K, F_), -30.0)
+    k = 20  # a tone at bin 20 = 20 * 16000 / 160 = 2 kHz, exactly on the bin centre: zero deviation
+    x[:, k] = 0.0
+    x[:, K:] = 0.0  # deviations and offsets of every bin: zero
+    wav = head(x)[0, 0, 160:-160]  # away from the edges
+    spectrum = torch.fft.rfft(wav * torch.hann_window(len(wav)))
+    peak = int(spectrum.abs().argmax())
+    assert abs(peak * 16000 / len(wav) - 2000) < 50
+    envelope = wav.reshape(-1, 8).abs().amax(dim=1)  # the tone's amplitude stays steady across frames
+    assert float(envelope.min()) > 0.8 * float(envelope.max())
+
+
+def test_stft_io_layers_stream_like_their_forward():
+    from s2slib.codec.stft_io import CausalSTFT, ISTFTHead
+
+    g = torch.Generator().manual_seed(1)
+    stft = CausalSTFT(hop=80, n_fft=320)
+    wav = torch.randn(2, 1, 80 * 9, generator=g)
+    feats = stft(wav)
+    assert feats.shape == (2, 3 * 161, 9)
+    state, pieces = stft.initial_state(2), []
+    for chunk in torch.split(wav, [1, 79, 100, 300, 240], dim=-1):
+        y, state = stft.step(chunk, state)
+        pieces.append(y)
+    assert torch.allclose(torch.cat(pieces, dim=-1), feats, atol=1e-5)
+
+    for phase in ("absolute", "integrated"):
+        head = ISTFTHead(hop=80, n_fft=320, phase=phase)
+        x = torch.randn(2, head.in_channels, 9, generator=g)
+        offline = head(x)
+        assert offline.shape == (2, 1, 9 * 80)
+        state, pieces = head.initial_state(2), []
+        for chunk in torch.split(x, [2, 0, 3, 4], dim=-1):
+            y, state = head.step(chunk, state)
+            pieces.append(y)
+        pieces.append(head.finish(state))
+        streamed = torch.cat(pieces, dim=-1)
+        assert torch.allclose(streamed, offline, atol=1e-5), phase
+    head = ISTFTHead(hop=80, n_fft=320)
+    # a frame's spectrum becomes a windowed burst over its own span: a lone impulse in frame 4 only touches
+    # samples (4 + 1) * 80 - 320 .. (4 + 1) * 80
+    spec = torch.full((1, head.in_channels, 9), -30.0)
+    spec[:, 40, 4] = 0.0  # one bin, unit magnitude
+    burst = head(spec)[0, 0]
+    touched = (burst.abs() > 1e-6).nonzero()[:, 0]
+    assert touched.min() >= 5 * 80 - 320 and touched.max() < 5 * 80
+
+
+def test_orthogonal_projection_residual_shrinks_with_every_level():
+    """The orthogonal projection (the default) makes each level's residual no longer than its input: the relative
+    latent error falls with every added level, for a trained codec's quantizer too."""
+    from s2slib.codec.quantize import OrthonormalBasis
+
+    basis = OrthonormalBasis(16, 4)
+    q = basis.basis()
+    assert torch.allclose(q.T @ q, torch.eye(4), atol=1e-5)
+    codec = _prepared_codec(CodecConfig.fast50_tiny())  # codebook_dim 4 in a latent of 16
+    assert codec.config.quantizer_projection == "orthogonal"
+    wav = _speechlike(2, 16000, torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        latent = codec.encoder(wav)
+        errors = [float((codec.quantizer.decode(codec.quantizer.encode(latent, n)) - latent).norm() / latent.norm())
+                  for n in range(1, codec.config.n_q + 1)]
+    assert all(b <= a + 1e-6 for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < errors[0]
+
+
+def test_config_dicts_from_before_the_fixes_rebuild_their_own_model():
+    """A seed-design checkpoint written before codec v2 has no upsampler/projection keys: its weights belong to
+    transposed upsamplers and free projections, and that is what its config must rebuild."""
+    old = CodecConfig.tiny().to_dict()
+    for key in ("architecture", "upsampler", "quantizer_projection", "frame_dim", "encoder_blocks",
+                "decoder_blocks", "block_kernel_size", "block_expansion", "n_fft"):
+        old.pop(key)
+    cfg = CodecConfig.from_dict(old)
+    assert (cfg.architecture, cfg.upsampler, cfg.quantizer_projection) == ("conv", "transposed", "free")
+    new = CodecConfig.from_dict(CodecConfig.tiny().to_dict())
+    assert (new.upsampler, new.quantizer_projection) == ("nearest", "orthogonal")
+    Codec(cfg).load_state_dict(Codec(cfg).state_dict())  # builds

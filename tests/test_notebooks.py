@@ -1,4 +1,4 @@
-"""The course notebooks follow the course's conventions (README, "Writing a notebook").
+"""The course notebooks follow the course's conventions (CONTRIBUTING.md, "Writing a notebook").
 
 nbval executes them at the smoke profile as part of `make test`; these checks are about their shape.
 """

@@ -1,6 +1,6 @@
 """Command line of the course codec (the same code notebook 02 calls).
 
-    python -m s2slib.codec train --run runs/laptop [--preset laptop] [--max-steps 2000] [--out DIR] ...
+    python -m s2slib.codec train --run runs/laptop [--preset fast50] [--max-steps 1500] [--out DIR] ...
     python -m s2slib.codec train-gan --run runs/laptop [--init runs/laptop/codec/codec.pt] [--max-steps 400] ...
     torchrun --nproc_per_node 2 -m s2slib.codec train --run runs/laptop ...     # DistributedDataParallel
     python -m s2slib.codec encode IN.wav OUT.codes --checkpoint runs/laptop/codec/codec.pt [--n-q 8]
@@ -8,8 +8,11 @@
     python -m s2slib.codec eval --checkpoint runs/laptop/codec/codec.pt --audio data/samples [--n-q 8]
 
 ``eval`` prints one JSON object of mean metrics over every audio file in the folder (wav, flac, mp3, ogg; any sample
-rate; resampled to the codec's): ``snr``, ``si_sdr``, ``mel_distance``, ``stoi``, ``bitrate_kbps``, ``n_files``
-(files that could not be decoded are listed under ``skipped`` with the reason).
+rate; resampled to the codec's): ``snr``, ``si_sdr``, ``mel_distance``, ``stoi``, ``comb_ratio`` (at the codec's
+``config.comb_frequencies()``), ``bitrate_kbps``, ``n_q``, ``n_files``. ``skipped`` says what was left out of the
+means: ``{"<file>": "why it could not be decoded", "<metric>": ["<file>: why the metric is undefined for it", ...]}``
+(STOI needs about 0.4 s of speech, the 200 Hz comb 0.5 s). A mean over no files is ``null``; the output is always
+valid JSON (never ``NaN``).
 """
 
 from __future__ import annotations
@@ -50,24 +53,26 @@ def decode_record(codec, record: dict) -> torch.Tensor:
 
 
 def evaluate_folder(codec, folder: Path, n_q: int | None) -> dict:
-    """Mean metrics of every decodable audio file under ``folder`` (see the module docstring)."""
-    import numpy as np
-
+    """Mean metrics of every decodable audio file under ``folder`` (see the module docstring for the keys)."""
     from s2slib import metrics
     from s2slib.codec.train import reconstruct
 
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
-    rows, skipped = [], {}
+    means = metrics.MetricMeans(metrics.PAIR_METRICS, comb_spacings=codec.config.comb_frequencies())
+    skipped: dict[str, str | list[str]] = {}
+    n_files = 0
     for path in files:
         try:
             wav, _ = load_audio(path, sample_rate=codec.sample_rate)
         except AudioError as exc:
             skipped[str(path)] = str(exc)
             continue
-        rows.append(metrics.evaluate_pair(wav, reconstruct(codec, wav, n_q), codec.sample_rate))
+        means.add(str(path), wav, reconstruct(codec, wav, n_q), codec.sample_rate)
+        n_files += 1
     levels = n_q or codec.config.n_q
-    out = {k: float(np.mean([r[k] for r in rows])) if rows else None for k in ("snr", "si_sdr", "mel_distance", "stoi")}
-    out.update(bitrate_kbps=codec.config.bitrate_kbps(levels), n_q=levels, n_files=len(rows))
+    out: dict = means.means()
+    out.update(bitrate_kbps=codec.config.bitrate_kbps(levels), n_q=levels, n_files=n_files)
+    skipped.update(means.skipped)
     if skipped:
         out["skipped"] = skipped
     return out
@@ -89,9 +94,20 @@ def _train(args) -> int:
     config_cls = GANTrainConfig if gan else CodecTrainConfig
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
                  if getattr(args, f.name, None) is not None}
+    # notebook 02's recipe: augmented crops, and a fixed share of them from the real clips kept for training
+    from s2slib.data.augment import AugmentConfig
+    from s2slib.data.loader import load_utterances
+
+    overrides["augment"] = AugmentConfig() if args.augment else None
+    if args.real_share > 0 and any(u.source == "samples-te" for u in load_utterances(train_manifest)):
+        overrides["source_shares"] = {"samples-te": args.real_share}
     if gan:
         init = args.init or (run / "codec" / "codec.pt" if run else None)
-        trainer = CodecGANTrainer(CodecConfig.preset(args.preset), GANTrainConfig(**overrides), train_manifest,
+        if init is None:
+            print("error: train-gan starts from a trained codec: give --init CODEC.pt or --run RUN_DIR", file=sys.stderr)
+            return 2
+        codec_config = CodecConfig.from_dict(load_checkpoint(init, kind=("codec", "codec_train"))["codec_config"])
+        trainer = CodecGANTrainer(codec_config, GANTrainConfig(**overrides), train_manifest,
                                   val_manifest, out, device=args.device, init_from=init)
     else:
         trainer = CodecTrainer(CodecConfig.preset(args.preset), CodecTrainConfig(**overrides), train_manifest,
@@ -116,7 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         tr.add_argument("--train-manifest")
         tr.add_argument("--val-manifest")
         tr.add_argument("--out", help=f"output folder (default: RUN/{'codec_gan' if gan else 'codec'})")
-        tr.add_argument("--preset", default="laptop", help="codec preset: seed, seed_50hz, laptop or tiny")
+        if not gan:  # train-gan takes the architecture of the codec it starts from
+            tr.add_argument("--preset", default="fast50",
+                            help="codec preset: fast50 (codec v2), fast50_gpu, fast50_tiny, or the seed design's "
+                                 "seed, seed_50hz, laptop, tiny")
+        tr.add_argument("--no-augment", dest="augment", action="store_false",
+                        help="train on the crops as recorded (default: the augmentation chain of notebook 02)")
+        tr.add_argument("--real-share", type=float, default=0.25,
+                        help="share of crops from the real clips in the training manifest (0: by duration)")
         tr.add_argument("--device", default="auto")
         tr.add_argument("--no-progress", action="store_true")
         if gan:
@@ -151,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.audio.is_dir():
                 print(f"error: {args.audio} is not a folder of audio files", file=sys.stderr)
                 return 2
-            print(json.dumps(evaluate_folder(codec, args.audio, args.n_q)))
+            print(json.dumps(evaluate_folder(codec, args.audio, args.n_q), allow_nan=False))
     except (AudioError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -12,6 +12,12 @@ The presets
 ``laptop()``     small enough to train on two CPU cores: fewer, wider-strided stages (4, 4, 5) -> the same hop 80,
                  channels 24 -> 96, latent 128, a faster EMA. See its docstring for the measurements behind it.
 ``tiny()``       a few thousand parameters, for unit tests and smoke runs.
+
+Codec v2 (``architecture="stft"``), the default of the S2S stages:
+
+``fast50()``      50 frames/s, 8 x 1024 codes = 4 kbps, a 384-wide backbone of causal ConvNeXt blocks between a causal
+                  STFT front end and an inverse-STFT head; 40 ms of algorithmic latency; trains on a laptop CPU.
+``fast50_gpu()``  the same at GPU scale; ``fast50_tiny()`` for tests and smoke runs.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ T = TypeVar("T")
 
 ACTIVATIONS = ("snake", "elu")
 CODEBOOK_METRICS = ("euclidean", "cosine")
+ARCHITECTURES = ("conv", "stft")
+UPSAMPLERS = ("nearest", "transposed")
+PROJECTIONS = ("orthogonal", "free")
 
 
 def dataclass_from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -87,11 +96,22 @@ class CodecConfig:
     activation: str = "snake"  # "snake" (periodic, Ziyin et al. 2020) or "elu" (SEANet/EnCodec)
     weight_norm: bool = True  # weight normalisation on every conv (Salimans & Kingma 2016)
     tanh_output: bool = True  # squash the decoded waveform into (-1, 1)
+    architecture: str = "conv"  # "conv": the seed design (strided convs); "stft": STFT front end, frame-rate ConvNeXt, iSTFT head
+    upsampler: str = "nearest"  # conv decoder: "nearest" (repeat, then conv) or "transposed" (the comb-prone original)
+    # --- the "stft" family (Vocos-style; strides must then be one number, the hop) ---
+    frame_dim: int = 384  # channels of the frame-rate ConvNeXt backbone
+    encoder_blocks: int = 4  # causal ConvNeXt blocks in the encoder
+    decoder_blocks: int = 8  # causal ConvNeXt blocks in the decoder
+    block_kernel_size: int = 7  # depthwise causal kernel of each block, in frames
+    block_expansion: int = 3  # hidden width of each block's MLP, times frame_dim
+    n_fft: int = 0  # STFT window of the front end and the iSTFT head; 0: 2 * hop (one hop of overlap)
+    phase: str = "absolute"  # iSTFT head: "absolute" phase per frame (Vocos) or "integrated" frequency deviations
     # --- residual vector quantizer ---
     n_q: int = 8  # quantizer levels
     codebook_size: int = 1024  # entries per level -> log2(1024) = 10 bits per level per frame
     codebook_dim: int | None = 8  # low-dim lookup space (DAC's factorized codes); None: look up in latent_dim
     codebook_metric: str = "euclidean"  # nearest entry by "euclidean" distance or "cosine" (DAC's normalised lookup)
+    quantizer_projection: str = "orthogonal"  # "orthogonal": out_proj = in_proj^T with orthonormal rows; "free": two convs
     commitment_weight: float = 0.25  # beta of the commitment loss (van den Oord et al. 2017)
     ema_decay: float = 0.99  # EMA decay of codebook statistics (VQ-VAE appendix A.1)
     ema_epsilon: float = 1e-5  # Laplace smoothing of the EMA cluster sizes
@@ -115,6 +135,35 @@ class CodecConfig:
         from s2slib.metrics import bitrate_kbps
 
         return bitrate_kbps(self.n_q if n_q is None else n_q, self.codebook_size, self.frame_rate)
+
+    @property
+    def window_length(self) -> int:
+        """The ``stft`` family's analysis and synthesis window: ``n_fft``, or two hops when it is 0."""
+        return self.n_fft or 2 * self.hop_length
+
+    def latency_samples(self) -> int:
+        """Algorithmic latency in samples: how long after a sample arrives its reconstruction can exist.
+
+        ``conv``: one frame (a code exists once its frame's last sample is in; its samples decode at once).
+        ``stft``: one frame plus the overlap-add lookahead, ``window_length - hop``: the synthesis window of frame
+        ``t`` overlaps the next ``window_length / hop - 1`` frames, whose windows must be added before the samples are
+        final.
+        """
+        if self.architecture == "stft":
+            return self.window_length
+        return self.hop_length
+
+    def comb_frequencies(self) -> list[float]:
+        """Rates (Hz) at which a decoder stage repeats itself: the frame rate and, for the ``conv`` decoder, the
+        input rate of every upsampling stage. Energy at multiples of these rates that the input did not have is the
+        comb artefact :func:`s2slib.metrics.comb_ratio` measures."""
+        rates, rate = [], self.frame_rate
+        for stride in reversed(self.strides):
+            rates.append(rate)
+            rate *= stride
+            if self.architecture == "stft":
+                break
+        return rates
 
     def encoder_channels(self) -> list[int]:
         """Channels entering each encoder stage, plus the channels after the last one: ``len(strides) + 1``."""
@@ -160,6 +209,24 @@ class CodecConfig:
             raise ValueError("CodecConfig.kmeans_iters, dead_code_threshold and commitment_weight must be >= 0.")
         if self.ema_epsilon <= 0:
             raise ValueError(f"CodecConfig.ema_epsilon must be > 0, got {self.ema_epsilon}.")
+        for name, allowed in (("architecture", ARCHITECTURES), ("upsampler", UPSAMPLERS),
+                              ("quantizer_projection", PROJECTIONS), ("phase", ("absolute", "integrated"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"CodecConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}.")
+        if self.architecture == "stft":
+            if len(self.strides) != 1:
+                raise ValueError(
+                    f"CodecConfig: the 'stft' architecture works at one frame rate; give strides=(hop,), got "
+                    f"{self.strides!r}."
+                )
+            for name in ("frame_dim", "encoder_blocks", "decoder_blocks", "block_kernel_size", "block_expansion"):
+                value = getattr(self, name)
+                if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                    raise ValueError(f"CodecConfig.{name} must be a positive integer, got {value!r}.")
+            if self.n_fft and (self.n_fft < self.hop_length or self.n_fft % self.hop_length):
+                raise ValueError(
+                    f"CodecConfig.n_fft must be a multiple of the hop ({self.hop_length}), got {self.n_fft}."
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (tuples become lists) for checkpoints, JSON and YAML."""
@@ -168,7 +235,15 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CodecConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` listing the valid ones."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` listing the valid ones.
+
+        A dict written before the comb and projection fixes has no ``upsampler`` or ``quantizer_projection`` key:
+        its weights belong to transposed upsamplers and free projections, so those are what it rebuilds.
+        """
+        data = dict(data)
+        if "architecture" not in data:  # a seed-design checkpoint from before codec v2
+            data.setdefault("upsampler", "transposed")
+            data.setdefault("quantizer_projection", "free")
         return dataclass_from_dict(cls, data)
 
     # ------------------------------------------------------------------ presets
@@ -225,9 +300,42 @@ class CodecConfig:
         )
 
     @classmethod
+    def fast50(cls) -> "CodecConfig":
+        """Codec v2, the S2S stages' default: 50 frames/s, 8 x 1024 codes = 4 kbps, trainable on a laptop CPU.
+
+        A causal STFT front end (window 640, hop 320), causal ConvNeXt blocks that all run at 50 frames/s, the
+        residual VQ, more ConvNeXt blocks and a head that predicts each frame's magnitude and phase for an inverse
+        STFT (Vocos, Siuzdak 2023; WavTokenizer, Ji et al. 2024). No layer runs at the sample rate, which is what
+        makes it several times faster than the seed design and EnCodec. Latency: one frame plus one hop of
+        overlap-add, 40 ms.
+        """
+        return cls(
+            architecture="stft", strides=(320,), latent_dim=128, frame_dim=384, encoder_blocks=4,
+            decoder_blocks=8, ema_decay=0.9,
+        )
+
+    @classmethod
+    def fast50_gpu(cls) -> "CodecConfig":
+        """:meth:`fast50` at GPU scale: a 768-wide backbone, 8 encoder and 12 decoder blocks."""
+        return cls(
+            architecture="stft", strides=(320,), latent_dim=256, frame_dim=768, encoder_blocks=8,
+            decoder_blocks=12,
+        )
+
+    @classmethod
+    def fast50_tiny(cls) -> "CodecConfig":
+        """:meth:`fast50` in miniature for unit tests and smoke runs: 4 levels of 64 codes."""
+        return cls(
+            architecture="stft", strides=(320,), latent_dim=16, frame_dim=32, encoder_blocks=1, decoder_blocks=2,
+            n_q=4, codebook_size=64, codebook_dim=4, kmeans_iters=3,
+        )
+
+    @classmethod
     def preset(cls, name: str) -> "CodecConfig":
-        """Look a preset up by name (``"seed"``, ``"seed_50hz"``, ``"laptop"``, ``"tiny"``)."""
-        presets = {"seed": cls.seed, "seed_50hz": cls.seed_50hz, "laptop": cls.laptop, "tiny": cls.tiny}
+        """Look a preset up by name (``"fast50"``, ``"fast50_gpu"``, ``"fast50_tiny"``, ``"seed"``, ``"seed_50hz"``,
+        ``"laptop"``, ``"tiny"``)."""
+        presets = {"fast50": cls.fast50, "fast50_gpu": cls.fast50_gpu, "fast50_tiny": cls.fast50_tiny,
+                   "seed": cls.seed, "seed_50hz": cls.seed_50hz, "laptop": cls.laptop, "tiny": cls.tiny}
         if name not in presets:
             raise ValueError(f"unknown codec preset {name!r}; choose one of {sorted(presets)}.")
         return presets[name]()

@@ -17,6 +17,26 @@ boundaries, because every layer is causal:
   state is the tail of past input that later outputs still need (initially the zeros ``forward`` pads with).
 * :class:`CausalConvTranspose1d` keeps the first ``stride`` samples of each input frame's output and carries the
   overlapping tail into the next frame (overlap-add); its state is that tail.
+* :class:`CausalUpsample` repeats each frame ``stride`` times, then runs a :class:`CausalConv1d`; its state is
+  that conv's.
+
+Two ways to upsample in the decoder
+-----------------------------------
+A transposed convolution with stride ``s`` applies ``s`` different sub-filters (its polyphase components), one to
+each output position within a frame. Anything constant from frame to frame -- a bias, the mean ``1 / (2 alpha)``
+of Snake's ``sin**2`` -- therefore comes out as a pattern repeating every ``s`` samples: a comb at the input frame
+rate and its harmonics (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts"). Measured on the laptop
+preset at initialisation (:func:`s2slib.codec.diagnostics.decoder_comb_shares`, seed 0), a white latent put 69 % of
+the decoder's output power within 8 Hz of the multiples of 200 Hz (white noise: 8 %). Repeating each frame and then
+convolving at the output rate (:class:`CausalUpsample`, the "resize-convolution" that article recommends) treats
+every output position alike, so a constant input gives a constant output and no comb: 1.5 % on the same test.
+``DecoderBlock(..., upsampler="nearest")`` is the default; ``"transposed"`` keeps the original design for
+comparison (:mod:`s2slib.codec.diagnostics` measures both).
+
+Inference
+---------
+:func:`fold_weight_norm` returns a copy whose weight-normed convolutions hold their computed weight as a plain
+parameter, so inference does not recompute ``g * v / ||v||`` on every call.
 
 Weight normalisation uses ``torch.nn.utils.parametrizations.weight_norm`` (Salimans & Kingma 2016). Convolutions
 keep PyTorch's default initialisation (each output channel's weight vector has norm ~0.6 whatever the width).
@@ -26,11 +46,14 @@ through the tiny and laptop presets the latent of a fresh model shrank to ~1e-5 
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _WeightNorm
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
 State = Any  # a tensor, a tuple of states, or None
@@ -205,6 +228,51 @@ class CausalConvTranspose1d(Streamable):
         return out, y[..., n_out:]
 
 
+class CausalUpsample(Streamable):
+    """Nearest-neighbour upsampling by ``stride`` followed by a causal convolution at the output rate.
+
+    Each input frame is repeated ``stride`` times, then a :class:`CausalConv1d` (stride 1, ``kernel_size``
+    samples, default ``2 * stride`` so it spans two input frames) mixes channels and smooths the steps. Output
+    block ``t`` (samples ``t * stride .. (t + 1) * stride - 1``) reads repeated samples of frames ``<= t`` only, so
+    one input frame yields ``stride`` outputs at once, with no look-ahead, exactly like
+    :class:`CausalConvTranspose1d`. Unlike it, every output position sees the same filter, so a frame-constant
+    input (a bias, Snake's mean) gives a constant output instead of a comb at the input rate (Odena et al. 2016,
+    "Deconvolution and Checkerboard Artifacts"; see the module docstring). The price: the convolution runs at the
+    output rate, ``stride`` times the multiply-adds of a transposed conv with the same kernel.
+
+    Streaming: repeating is pointwise in time, so a ``step`` repeats its chunk and hands it to the conv's ``step``;
+    the state is the conv's (the last ``kernel_size - 1`` repeated samples).
+
+    Shapes: ``x: Tensor[B, in_channels, T] -> Tensor[B, out_channels, T * stride]``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, kernel_size: int | None = None,
+                 weight_norm: bool = True):
+        super().__init__()
+        self.stride = stride
+        self.conv = CausalConv1d(in_channels, out_channels, kernel_size or 2 * stride, weight_norm=weight_norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x.repeat_interleave(self.stride, dim=-1))  # (B, C_in, T * stride) -> (B, C_out, T * stride)
+
+    def initial_state(self, batch_size, device=None, dtype=None) -> Tensor:
+        return self.conv.initial_state(batch_size, device, dtype)
+
+    def step(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        return self.conv.step(x.repeat_interleave(self.stride, dim=-1), state)
+
+
+def make_upsampler(name: str, in_channels: int, out_channels: int, stride: int,
+                   weight_norm: bool = True) -> Streamable:
+    """The upsampler named by ``CodecConfig.upsampler``: ``"nearest"`` (:class:`CausalUpsample`) or
+    ``"transposed"`` (:class:`CausalConvTranspose1d`), both with kernel ``2 * stride``."""
+    if name == "nearest":
+        return CausalUpsample(in_channels, out_channels, stride, 2 * stride, weight_norm=weight_norm)
+    if name == "transposed":
+        return CausalConvTranspose1d(in_channels, out_channels, 2 * stride, stride=stride, weight_norm=weight_norm)
+    raise ValueError(f"unknown upsampler {name!r}; expected 'nearest' or 'transposed'.")
+
+
 class StreamingSequential(Streamable):
     """``nn.Sequential`` for :class:`Streamable` layers; its state is the tuple of its layers' states."""
 
@@ -280,15 +348,49 @@ class EncoderBlock(StreamingSequential):
 
 
 class DecoderBlock(StreamingSequential):
-    """One decoder stage: activation, causal transposed conv (upsample by ``stride``), residual units at ``out_dim``.
+    """One decoder stage: activation, causal upsampling by ``stride``, residual units at ``out_dim``.
+
+    ``upsampler`` picks the upsampling layer (:func:`make_upsampler`): ``"nearest"`` (default; repeat, then a
+    causal conv) or ``"transposed"`` (the seed design's causal transposed conv, which leaves a comb at the input
+    rate; see the module docstring). Both have kernel ``2 * stride``.
 
     Shapes: ``x: Tensor[B, in_dim, T] -> Tensor[B, out_dim, T * stride]``.
     """
 
     def __init__(self, in_dim: int, out_dim: int, stride: int, dilations=(1, 3, 9), kernel_size: int = 7,
-                 activation: str = "snake", weight_norm: bool = True):
+                 activation: str = "snake", weight_norm: bool = True, upsampler: str = "nearest"):
         super().__init__(
             make_activation(activation, in_dim),
-            CausalConvTranspose1d(in_dim, out_dim, 2 * stride, stride=stride, weight_norm=weight_norm),
+            make_upsampler(upsampler, in_dim, out_dim, stride, weight_norm),
             *[ResidualUnit(out_dim, d, kernel_size, activation, weight_norm) for d in dilations],
         )
+
+
+def fold_weight_norm(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` in which every weight-normalised tensor is a plain parameter holding its value.
+
+    Weight norm (Salimans & Kingma 2016) stores ``g`` and ``v`` and computes ``weight = g * v / ||v||`` on every
+    access; for inference that is wasted work, repeated for every conv on every call. The copy computes it once
+    (``remove_parametrizations(..., leave_parametrized=True)``) and gives the same outputs to float rounding.
+    Other parametrizations are left alone; ``module`` itself is not changed. Works on any module tree, with or
+    without weight norm. Train the original, not the copy: the copy no longer has ``g`` and ``v``.
+
+    Examples
+    --------
+    >>> fast = fold_weight_norm(codec).eval()
+    >>> wav_hat = fast.decode(fast.encode(wav))
+    """
+    folded = copy.deepcopy(module)
+    for submodule in list(folded.modules()):  # a list: removing a parametrization edits the tree
+        if not parametrize.is_parametrized(submodule):
+            continue
+        # A parametrized module's class is one ``parametrize`` made for it, holding the weight's property, and
+        # deepcopy shares that class with the original; removing the parametrization deletes the property from the
+        # class, which would break the original. So the copy first gets a class of its own.
+        cls = type(submodule)
+        own = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+        submodule.__class__ = type(cls.__name__, cls.__bases__, own)
+        for name, chain in list(submodule.parametrizations.items()):
+            if all(isinstance(p, _WeightNorm) for p in chain):
+                parametrize.remove_parametrizations(submodule, name, leave_parametrized=True)
+    return folded

@@ -1,7 +1,10 @@
-"""Reconstruction losses of the codec: multi-scale mel, multi-resolution STFT and waveform L1.
+"""Reconstruction losses of the codec: multi-scale mel, multi-resolution STFT and waveform L1, plus the adversarial
+losses of notebook 03.
 
-A single STFT trades time resolution for frequency resolution; comparing spectra at several window sizes at once
-removes the artefacts one size alone lets through (Yamamoto et al. 2020, Parallel WaveGAN; DAC, Kumar et al. 2023).
+The spectra come from :mod:`s2slib.spectral` (the same front end :func:`s2slib.metrics.mel_distance` uses), and so
+does the level-relative floor under their logarithms: by default bins 60 dB (mel) or 80 dB (STFT) below a clip's
+loudest bin count as silence, so that digital silence in a clip does not own the gradient (see
+:func:`s2slib.spectral.relative_floor`; ``floor_db=None`` gives the old absolute floor, for comparison).
 """
 
 from __future__ import annotations
@@ -12,25 +15,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchaudio
 from torch import Tensor, nn
 
 from s2slib.codec.config import dataclass_from_dict
-
-
-def _as_batch(wav: Tensor) -> Tensor:
-    """``(B, 1, T)`` or ``(B, T)`` -> ``(B, T)`` float32 (spectra are computed in float32, even under autocast)."""
-    if wav.ndim == 3:
-        if wav.shape[1] != 1:
-            raise ValueError(f"losses take mono audio (B, 1, T), got {tuple(wav.shape)}.")
-        wav = wav[:, 0]  # (B, T)
-    if wav.ndim != 2:
-        raise ValueError(f"losses take (B, 1, T) or (B, T) waveforms, got {tuple(wav.shape)}.")
-    return wav.float()
+from s2slib.spectral import (MEL_FLOOR, MEL_N_MELS, MEL_WINDOW_LENGTHS, STFT_FFT_SIZES, STFT_FLOOR,
+                             MultiResolutionSTFT, MultiScaleMel, floored_pair, mono_batch)
 
 
 def _check_pair(wav: Tensor, wav_hat: Tensor) -> tuple[Tensor, Tensor]:
-    wav, wav_hat = _as_batch(wav), _as_batch(wav_hat)
+    wav, wav_hat = mono_batch(wav), mono_batch(wav_hat)  # (B, T) each
     if wav.shape != wav_hat.shape:
         raise ValueError(
             f"reference and estimate must have the same shape, got {tuple(wav.shape)} and {tuple(wav_hat.shape)}; "
@@ -46,74 +39,66 @@ def waveform_l1(wav: Tensor, wav_hat: Tensor) -> Tensor:
 
 
 class MultiScaleMelLoss(nn.Module):
-    """L1 between log-mel spectrograms at several window sizes (DAC's mel reconstruction loss).
+    """L1 between log-mel spectrograms at several window sizes (DAC's mel reconstruction loss, Kumar et al. 2023).
 
-    ``L = mean_s mean |log10 max(M_s(wav), floor) - log10 max(M_s(wav_hat), floor)|`` where ``M_s`` is a magnitude
-    mel spectrogram with a Hann window of ``s`` samples, hop ``s / 4`` and ``n_mels[s]`` bands: the small windows
-    judge transients, the large ones pitch and harmonics. Band counts grow with the window so that no mel band is
-    narrower than an FFT bin. Signals are zero-padded at the edges (``center=True``), so any length works.
+    ``L = mean_s mean |log10 max(M_s(wav), f_s) - log10 max(M_s(wav_hat), f_s)|`` where ``M_s`` is the magnitude mel
+    spectrogram of scale ``s`` (:class:`s2slib.spectral.MultiScaleMel`: Hann window ``s``, hop ``s / 4``) and
+    ``f_s = max(floor, max M_s(wav) * 10^(-floor_db / 20))`` is the reference's level-relative floor, per example
+    (:func:`s2slib.spectral.relative_floor`). ``floor_db=None`` gives DAC's absolute floor alone.
 
     Shapes: ``wav, wav_hat: Tensor[B, 1, T]`` (or ``(B, T)``) -> scalar.
     """
 
-    def __init__(self, sample_rate: int, window_lengths=(64, 128, 256, 512, 1024, 2048),
-                 n_mels=(5, 10, 20, 40, 80, 160), floor: float = 1e-5):
+    def __init__(self, sample_rate: int, window_lengths=MEL_WINDOW_LENGTHS, n_mels=MEL_N_MELS, floor: float = MEL_FLOOR,
+                 floor_db: float | None = 60.0):
         super().__init__()
-        if len(window_lengths) != len(n_mels):
-            raise ValueError(f"one n_mels per window length: got {len(window_lengths)} windows, {len(n_mels)} n_mels.")
         self.floor = floor
-        self.mels = nn.ModuleList(
-            torchaudio.transforms.MelSpectrogram(
-                sample_rate=sample_rate, n_fft=w, win_length=w, hop_length=w // 4, n_mels=m, power=1.0,
-                center=True, pad_mode="constant",
-            )
-            for w, m in zip(window_lengths, n_mels)
-        )
+        self.floor_db = floor_db
+        self.mel = MultiScaleMel(sample_rate, window_lengths, n_mels)
 
     def forward(self, wav: Tensor, wav_hat: Tensor) -> Tensor:
         wav, wav_hat = _check_pair(wav, wav_hat)  # (B, T) each
-        with torch.autocast(device_type=wav.device.type, enabled=False):
+        with torch.autocast(device_type=wav.device.type, enabled=False):  # logs of small magnitudes need float32
             loss = wav.new_zeros(())
-            for mel in self.mels:
-                ref = mel(wav).clamp_min(self.floor).log10()  # (B, n_mels, frames)
-                est = mel(wav_hat).clamp_min(self.floor).log10()
-                loss = loss + F.l1_loss(est, ref)
-        return loss / len(self.mels)
+            for ref, est in zip(self.mel(wav), self.mel(wav_hat)):  # (B, n_mels, frames) each
+                ref, est, _ = floored_pair(ref, est, self.floor, self.floor_db)
+                loss = loss + F.l1_loss(est.log10(), ref.log10())
+        return loss / len(self.mel.mels)
 
 
 class MultiResolutionSTFTLoss(nn.Module):
     """Spectral convergence plus log-magnitude L1 at several FFT sizes (Yamamoto et al. 2020, Parallel WaveGAN).
 
-    For each FFT size ``n`` (Hann window ``n``, hop ``n / 4``), with ``S`` and ``S_hat`` the STFT magnitudes::
+    For each FFT size ``n`` (:class:`s2slib.spectral.MultiResolutionSTFT`: Hann window ``n``, hop ``n / 4``), with
+    ``S`` and ``S_hat`` the STFT magnitudes raised to the reference's level-relative floor
+    (``max(eps, max S * 10^(-floor_db / 20))`` per example, :func:`s2slib.spectral.relative_floor`)::
 
         spectral convergence = ||S - S_hat||_F / ||S||_F          (norms over the whole batch)
         log magnitude        = mean |log S - log S_hat|
 
     and the loss is the mean over sizes of their sum. Spectral convergence weighs the loud (harmonic) parts,
     the log term the quiet ones. Taking the norms over the batch, not per example, keeps one silent clip from
-    dividing by (almost) zero.
+    dividing by (almost) zero. ``floor_db=None`` gives the absolute floor ``eps`` alone.
 
     Shapes: ``wav, wav_hat: Tensor[B, 1, T]`` (or ``(B, T)``) -> scalar.
     """
 
-    def __init__(self, fft_sizes=(512, 1024, 2048), eps: float = 1e-7):
+    def __init__(self, fft_sizes=STFT_FFT_SIZES, eps: float = STFT_FLOOR, floor_db: float | None = 80.0):
         super().__init__()
-        self.fft_sizes = tuple(fft_sizes)
         self.eps = eps
-        for n in self.fft_sizes:
-            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
+        self.floor_db = floor_db
+        self.stft = MultiResolutionSTFT(fft_sizes)
 
-    def _magnitude(self, wav: Tensor, n: int) -> Tensor:
-        spec = torch.stft(wav, n, hop_length=n // 4, win_length=n, window=getattr(self, f"window_{n}"),
-                          center=True, pad_mode="constant", return_complex=True)  # (B, n // 2 + 1, frames)
-        return spec.abs().clamp_min(self.eps)
+    @property
+    def fft_sizes(self) -> tuple[int, ...]:
+        return self.stft.fft_sizes
 
     def forward(self, wav: Tensor, wav_hat: Tensor) -> Tensor:
         wav, wav_hat = _check_pair(wav, wav_hat)  # (B, T) each
-        with torch.autocast(device_type=wav.device.type, enabled=False):
+        with torch.autocast(device_type=wav.device.type, enabled=False):  # logs of small magnitudes need float32
             loss = wav.new_zeros(())
-            for n in self.fft_sizes:
-                ref, est = self._magnitude(wav, n), self._magnitude(wav_hat, n)
+            for ref, est in zip(self.stft(wav), self.stft(wav_hat)):  # (B, n // 2 + 1, frames) each
+                ref, est, _ = floored_pair(ref, est, self.eps, self.floor_db)
                 sc = torch.linalg.vector_norm(ref - est) / torch.linalg.vector_norm(ref)
                 loss = loss + sc + F.l1_loss(est.log(), ref.log())
         return loss / len(self.fft_sizes)
@@ -124,16 +109,21 @@ class ReconstructionLossConfig:
     """Weights and scales of :class:`ReconstructionLoss`; a weight of 0 skips that term.
 
     The mel weight of 15 is DAC's, which puts the quantizer's commitment loss (weight 0.25 inside ``vq_loss``) in
-    the same proportion as in DAC's training.
+    the same proportion as in DAC's training. The ``*_floor_db`` settings put the floor under the logarithms that
+    far below each clip's loudest bin (:func:`s2slib.spectral.relative_floor`); ``None`` or 0 keeps only the
+    absolute floor, as before these keys existed. A dict saved before then loads with the defaults below (relative
+    floors), not with the absolute floor it was trained with; set ``None`` explicitly to reproduce such a run.
     """
 
     mel_weight: float = 15.0  # multi-scale log-mel L1
     stft_weight: float = 1.0  # multi-resolution STFT (spectral convergence + log magnitude)
     l1_weight: float = 1.0  # waveform L1
-    mel_window_lengths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)  # samples
-    mel_n_mels: tuple[int, ...] = (5, 10, 20, 40, 80, 160)  # mel bands per window length
-    mel_floor: float = 1e-5  # magnitude floor before log10
-    stft_fft_sizes: tuple[int, ...] = (512, 1024, 2048)  # FFT sizes of the STFT loss
+    mel_window_lengths: tuple[int, ...] = MEL_WINDOW_LENGTHS  # samples
+    mel_n_mels: tuple[int, ...] = MEL_N_MELS  # mel bands per window length
+    mel_floor: float = MEL_FLOOR  # absolute magnitude floor before log10
+    mel_floor_db: float | None = 60.0  # floor this far below the clip's loudest mel bin (None: absolute floor only)
+    stft_fft_sizes: tuple[int, ...] = STFT_FFT_SIZES  # FFT sizes of the STFT loss
+    stft_floor_db: float | None = 80.0  # floor this far below the clip's loudest STFT bin (None: STFT_FLOOR only)
 
     def __post_init__(self) -> None:
         self.mel_window_lengths = tuple(self.mel_window_lengths)
@@ -143,6 +133,11 @@ class ReconstructionLossConfig:
             raise ValueError("ReconstructionLossConfig weights must be >= 0.")
         if len(self.mel_window_lengths) != len(self.mel_n_mels):
             raise ValueError("ReconstructionLossConfig: give one mel_n_mels entry per mel_window_lengths entry.")
+        for name in ("mel_floor_db", "stft_floor_db"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"ReconstructionLossConfig.{name} is a distance below the peak in dB: give a value "
+                                 f">= 0 (60 for mel, 80 for STFT are the defaults), or None for the absolute floor.")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -163,9 +158,9 @@ class ReconstructionLoss(nn.Module):
         super().__init__()
         self.config = config or ReconstructionLossConfig()
         c = self.config
-        self.mel = (MultiScaleMelLoss(sample_rate, c.mel_window_lengths, c.mel_n_mels, c.mel_floor)
+        self.mel = (MultiScaleMelLoss(sample_rate, c.mel_window_lengths, c.mel_n_mels, c.mel_floor, c.mel_floor_db)
                     if c.mel_weight else None)
-        self.stft = MultiResolutionSTFTLoss(c.stft_fft_sizes) if c.stft_weight else None
+        self.stft = MultiResolutionSTFTLoss(c.stft_fft_sizes, floor_db=c.stft_floor_db) if c.stft_weight else None
 
     def forward(self, wav: Tensor, wav_hat: Tensor) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}

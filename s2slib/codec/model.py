@@ -38,17 +38,22 @@ from torch.nn.utils import parametrize
 from s2slib.codec.config import CodecConfig
 from s2slib.codec.layers import (CausalConv1d, DecoderBlock, EncoderBlock, StreamingSequential, Tanh,
                                  make_activation)
+from s2slib.codec.convnext import FrameStack
 from s2slib.codec.quantize import ResidualVectorQuantizer
+from s2slib.codec.stft_io import CausalSTFT, ISTFTHead
 
 
 class Encoder(StreamingSequential):
-    """Waveform to latent: input conv, one :class:`EncoderBlock` per stride, activation, conv to ``latent_dim``.
+    """Waveform to latent: input conv, one :class:`EncoderBlock` per stride, activation, conv to ``latent_dim``
+    (the ``conv`` architecture, the seed design).
 
     Shapes: ``wav: Tensor[B, channels, T] -> latent: Tensor[B, latent_dim, T // hop_length]``.
     """
 
     def __init__(self, config: CodecConfig):
         c = config
+        if c.architecture == "stft":
+            raise ValueError("Encoder builds the 'conv' architecture; use FrameEncoder for 'stft'.")
         dims = c.encoder_channels()  # (len(strides) + 1,) channels into each stage and after the last
         super().__init__(
             CausalConv1d(c.channels, dims[0], c.kernel_size, weight_norm=c.weight_norm),
@@ -63,7 +68,11 @@ class Encoder(StreamingSequential):
 
 class Decoder(StreamingSequential):
     """Latent to waveform: input conv, one :class:`DecoderBlock` per stride (reversed), activation, output conv,
-    ``tanh`` (if ``tanh_output``).
+    ``tanh`` (if ``tanh_output``); the ``conv`` architecture.
+
+    Each decoder block upsamples with ``config.upsampler``: ``"nearest"`` (repeat each frame, then a convolution)
+    or ``"transposed"`` (a transposed convolution: anything constant from frame to frame comes out as a comb at
+    the stage's input rate; notebook 02 measures it).
 
     Shapes: ``latent: Tensor[B, latent_dim, F] -> wav: Tensor[B, channels, F * hop_length]``.
     """
@@ -74,13 +83,57 @@ class Decoder(StreamingSequential):
         super().__init__(
             CausalConv1d(c.latent_dim, dims[0], c.kernel_size, weight_norm=c.weight_norm),
             *[
-                DecoderBlock(dims[i], dims[i + 1], s, c.dilations, c.residual_kernel_size, c.activation, c.weight_norm)
+                DecoderBlock(dims[i], dims[i + 1], s, c.dilations, c.residual_kernel_size, c.activation, c.weight_norm,
+                             upsampler=c.upsampler)
                 for i, s in enumerate(reversed(c.strides))
             ],
             make_activation(c.activation, dims[-1]),
             CausalConv1d(dims[-1], c.channels, c.kernel_size, weight_norm=c.weight_norm),
             *([Tanh()] if c.tanh_output else []),
         )
+
+    def finish(self, state: tuple) -> Tensor | None:
+        """Samples still pending at the end of a stream: none, every sample is final when its frame decodes."""
+        return None
+
+
+class FrameEncoder(StreamingSequential):
+    """The ``stft`` architecture's encoder: :class:`~s2slib.codec.stft_io.CausalSTFT` features, then a
+    :class:`~s2slib.codec.convnext.FrameStack` of ``encoder_blocks`` causal ConvNeXt blocks to ``latent_dim``.
+
+    Shapes: ``wav: Tensor[B, 1, T] -> latent: Tensor[B, latent_dim, T // hop_length]``.
+    """
+
+    def __init__(self, config: CodecConfig):
+        c = config
+        stft = CausalSTFT(c.hop_length, c.window_length)
+        super().__init__(
+            stft,
+            FrameStack(stft.out_channels, c.frame_dim, c.latent_dim, c.encoder_blocks, c.block_kernel_size,
+                       c.block_expansion),
+        )
+
+
+class FrameDecoder(StreamingSequential):
+    """The ``stft`` architecture's decoder: a :class:`~s2slib.codec.convnext.FrameStack` of ``decoder_blocks``
+    causal ConvNeXt blocks predicting each frame's log magnitude and phase, then the
+    :class:`~s2slib.codec.stft_io.ISTFTHead` (inverse FFT and overlap-add).
+
+    Shapes: ``latent: Tensor[B, latent_dim, F] -> wav: Tensor[B, 1, F * hop_length]``.
+    """
+
+    def __init__(self, config: CodecConfig):
+        c = config
+        head = ISTFTHead(c.hop_length, c.window_length, c.phase)
+        super().__init__(
+            FrameStack(c.latent_dim, c.frame_dim, head.in_channels, c.decoder_blocks, c.block_kernel_size,
+                       c.block_expansion),
+            head,
+        )
+
+    def finish(self, state: tuple) -> Tensor:
+        """The overlap-add tail still pending at the end of a stream (see :meth:`ISTFTHead.finish`)."""
+        return self.layers[-1].finish(state[-1])
 
 
 @dataclass
@@ -130,9 +183,10 @@ class Codec(nn.Module):
     def __init__(self, config: CodecConfig | None = None):
         super().__init__()
         self.config = config or CodecConfig.seed()
-        self.encoder = Encoder(self.config)
+        stft = self.config.architecture == "stft"
+        self.encoder = FrameEncoder(self.config) if stft else Encoder(self.config)
         self.quantizer = ResidualVectorQuantizer.from_config(self.config)
-        self.decoder = Decoder(self.config)
+        self.decoder = FrameDecoder(self.config) if stft else Decoder(self.config)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -182,8 +236,15 @@ class Codec(nn.Module):
     def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
         """``codes: Tensor[B, n_q, F]`` (any ``n_q`` from 1 to ``config.n_q``) -> ``wav: Tensor[B, channels, F * hop]``,
         cut to ``length`` samples if given (pass the original ``T`` to undo the padding of :meth:`encode`)."""
-        wav = self.decoder(self.quantizer.decode(codes))
+        wav = self.bounded(self.decoder(self.quantizer.decode(codes)))
         return wav if length is None else wav[..., :length]
+
+    def bounded(self, wav: Tensor) -> Tensor:
+        """Decoded audio as a listener gets it: clipped to [-1, 1] where the decoder has no ``tanh`` (the ``stft``
+        family). Training (:meth:`forward`) sees the unclipped output, so out-of-range samples still get gradients."""
+        if self.config.architecture == "stft" or not self.config.tanh_output:
+            return wav.clamp(-1.0, 1.0)
+        return wav
 
     def forward(self, wav: Tensor, n_q: int | None = None) -> CodecOutput:
         """Encode, quantize and decode ``wav: Tensor[B, channels, T]`` (the training pass).
@@ -281,10 +342,17 @@ class StreamingEncoder:
 
 
 class StreamingDecoder:
-    """Turns codes arriving a few frames at a time into audio: ``hop_length`` samples per frame, at once.
+    """Turns codes arriving a few frames at a time into audio, as soon as each sample is final.
 
-    ``push(codes)`` returns ``f * hop_length`` samples for ``f`` frames; concatenated they equal
-    ``codec.decode(all_codes)`` to float rounding. The decoder never waits for future frames.
+    ``push(codes)`` returns the samples the new frames complete; ``flush()`` returns what is still pending at the
+    end of the stream and starts a new one. Concatenated, pushes and flush equal ``codec.decode(all_codes)`` to
+    float rounding.
+
+    * ``conv`` architecture: every push of ``f`` frames returns ``f * hop_length`` samples at once; flush returns
+      nothing.
+    * ``stft`` architecture: a frame's synthesis window overlaps the next ``window_length - hop_length`` samples,
+      so the stream runs that many samples behind: the first push returns ``window_length - hop_length`` fewer
+      samples, and flush returns the overlap-add tail (what an offline decode ends with).
 
     Parameters
     ----------
@@ -314,5 +382,16 @@ class StreamingDecoder:
             return torch.zeros(self.batch_size, self.codec.config.channels, 0, device=device, dtype=dtype)
         with torch.inference_mode(), parametrize.cached():
             latent = self.codec.quantizer.decode(codes.to(device))  # (B, D, f)
-            wav, self._state = self.codec.decoder.step(latent, self._state)  # (B, C, f * hop)
-        return wav
+            wav, self._state = self.codec.decoder.step(latent, self._state)  # (B, C, samples completed)
+        return self.codec.bounded(wav)
+
+    def flush(self) -> Tensor:
+        """Samples still pending (``Tensor[B, channels, n]``, ``n = 0`` for the ``conv`` architecture); then
+        :meth:`reset`."""
+        device, dtype = _device_dtype(self.codec)
+        with torch.inference_mode():
+            tail = self.codec.decoder.finish(self._state)
+        if tail is None:
+            tail = torch.zeros(self.batch_size, self.codec.config.channels, 0, device=device, dtype=dtype)
+        self.reset()
+        return self.codec.bounded(tail)

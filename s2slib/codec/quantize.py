@@ -95,6 +95,75 @@ def kmeans(x: Tensor, k: int, iters: int, metric: str = "euclidean") -> tuple[Te
     return centroids, counts
 
 
+class OrthonormalBasis(nn.Module):
+    """A learnable ``d``-dimensional subspace of a ``D``-dimensional latent, with an orthonormal basis.
+
+    A free parameter ``A`` (D, d) is turned into ``Q`` (D, d) with orthonormal columns by a QR decomposition (signs
+    fixed so the diagonal of R is positive, which makes ``Q`` a smooth function of ``A``). Then
+
+    * ``project(z) = Q^T z``: ``Tensor[B, D, T] -> Tensor[B, d, T]`` (coordinates in the subspace), and
+    * ``embed(q) = Q q``: ``Tensor[B, d, T] -> Tensor[B, D, T]`` (back into the latent),
+
+    so ``embed(project(z))`` is the orthogonal projection of ``z`` onto the subspace and
+    ``||z - embed(q)||^2 = ||z - Q Q^T z||^2 + ||Q^T z - q||^2``: quantizing the coordinates can only remove energy
+    from the residual that the codebook captures, never add some elsewhere.
+    """
+
+    def __init__(self, dim: int, sub_dim: int):
+        super().__init__()
+        if sub_dim > dim:
+            raise ValueError(f"the codebook dimension ({sub_dim}) cannot exceed the latent dimension ({dim}).")
+        self.weight = nn.Parameter(torch.randn(dim, sub_dim) / dim**0.5)
+
+    def basis(self) -> Tensor:
+        """``Q: Tensor[D, d]`` with orthonormal columns.
+
+        Outside autograd (inference, streaming) the decomposition is cached until the weight changes, so a streaming
+        step does not redo ``n_q`` QR decompositions per frame.
+        """
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            return self._qr()
+        try:
+            key = (self.weight.data_ptr(), self.weight._version)
+        except RuntimeError:  # an inference tensor (model built under inference_mode) has no version counter
+            return self._qr()
+        if getattr(self, "_cache_key", None) != key:
+            with torch.no_grad():
+                self._cache = self._qr()
+            self._cache_key = key
+        return self._cache
+
+    def _qr(self) -> Tensor:
+        q, r = torch.linalg.qr(self.weight.float())  # (D, d), (d, d)
+        return q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))[None, :]
+
+    def project(self, z: Tensor) -> Tensor:
+        return torch.einsum("dk,bdt->bkt", self.basis().to(z.dtype), z)  # (B, d, T)
+
+    def embed(self, q: Tensor) -> Tensor:
+        return torch.einsum("dk,bkt->bdt", self.basis().to(q.dtype), q)  # (B, D, T)
+
+    def project_module(self) -> nn.Module:
+        return _BasisMap(self, "project")
+
+    def embed_module(self) -> nn.Module:
+        return _BasisMap(self, "embed")
+
+
+class _BasisMap(nn.Module):
+    """``in_proj``/``out_proj`` of an orthogonal level: calls :class:`OrthonormalBasis` without registering it again
+    (the basis is the level's own submodule ``basis``; holding it here as a plain attribute keeps one copy of its
+    weight in the state dict)."""
+
+    def __init__(self, basis: OrthonormalBasis, which: str):
+        super().__init__()
+        self.__dict__["_basis"] = basis  # not a registered submodule
+        self.which = which
+
+    def forward(self, x: Tensor) -> Tensor:
+        return getattr(self._basis, self.which)(x)
+
+
 class VectorQuantizer(nn.Module):
     """One vector-quantization level with an EMA codebook.
 
@@ -130,11 +199,17 @@ class VectorQuantizer(nn.Module):
     kmeans_iters: Lloyd iterations for the initialisation; 0 keeps the random (Gaussian) initial codebook.
     dead_code_threshold: fraction of the uniform share under which an entry is re-seeded; 0 disables.
     metric: ``"euclidean"`` or ``"cosine"`` nearest-entry search (k-means uses the same).
+    projection: how a ``codebook_dim`` lookup maps in and out of the latent. ``"orthogonal"``: ``in_proj`` is
+        ``W`` with orthonormal rows and ``out_proj`` its transpose (:class:`OrthonormalBasis`), so the residual a
+        level leaves, ``r - W^T q``, is never longer than ``r`` when ``q`` is the nearest entry to ``W r`` and the
+        codebook has an entry no farther than the origin. ``"free"``: two independent 1x1 convolutions (DAC); nothing
+        then ties ``out_proj(in_proj(r))`` to ``r``, and in a trained model the residual grew with every level
+        (relative latent error 1.21 at one level, 2.24 at four).
     """
 
     def __init__(self, dim: int, codebook_size: int, codebook_dim: int | None = 8, decay: float = 0.99,
                  epsilon: float = 1e-5, kmeans_iters: int = 10, dead_code_threshold: float = 0.1,
-                 metric: str = "euclidean"):
+                 metric: str = "euclidean", projection: str = "orthogonal"):
         super().__init__()
         if metric not in ("euclidean", "cosine"):
             raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}.")
@@ -146,8 +221,14 @@ class VectorQuantizer(nn.Module):
         self.epsilon = epsilon
         self.kmeans_iters = kmeans_iters
         self.dead_code_threshold = dead_code_threshold
+        if projection not in ("orthogonal", "free"):
+            raise ValueError(f"projection must be 'orthogonal' or 'free', got {projection!r}.")
+        self.projection = projection
         if codebook_dim is None:
             self.in_proj, self.out_proj = nn.Identity(), nn.Identity()
+        elif projection == "orthogonal":
+            self.basis = OrthonormalBasis(dim, codebook_dim)
+            self.in_proj, self.out_proj = self.basis.project_module(), self.basis.embed_module()
         else:
             self.in_proj = weight_norm(nn.Conv1d(dim, codebook_dim, 1))
             self.out_proj = weight_norm(nn.Conv1d(codebook_dim, dim, 1))
@@ -338,14 +419,16 @@ class ResidualVectorQuantizer(nn.Module):
 
     def __init__(self, dim: int, n_q: int = 8, codebook_size: int = 1024, codebook_dim: int | None = 8,
                  decay: float = 0.99, epsilon: float = 1e-5, kmeans_iters: int = 10, dead_code_threshold: float = 0.1,
-                 commitment_weight: float = 0.25, quantizer_dropout: float = 0.0, metric: str = "euclidean"):
+                 commitment_weight: float = 0.25, quantizer_dropout: float = 0.0, metric: str = "euclidean",
+                 projection: str = "orthogonal"):
         super().__init__()
         self.n_q = n_q
         self.codebook_size = codebook_size
         self.commitment_weight = commitment_weight
         self.quantizer_dropout = quantizer_dropout
         self.levels = nn.ModuleList(
-            VectorQuantizer(dim, codebook_size, codebook_dim, decay, epsilon, kmeans_iters, dead_code_threshold, metric)
+            VectorQuantizer(dim, codebook_size, codebook_dim, decay, epsilon, kmeans_iters, dead_code_threshold, metric,
+                            projection)
             for _ in range(n_q)
         )
 
@@ -356,7 +439,7 @@ class ResidualVectorQuantizer(nn.Module):
             codebook_dim=config.codebook_dim, decay=config.ema_decay, epsilon=config.ema_epsilon,
             kmeans_iters=config.kmeans_iters, dead_code_threshold=config.dead_code_threshold,
             commitment_weight=config.commitment_weight, quantizer_dropout=config.quantizer_dropout,
-            metric=config.codebook_metric,
+            metric=config.codebook_metric, projection=config.quantizer_projection,
         )
 
     def check_n_q(self, n_q: int | None) -> int:

@@ -35,6 +35,7 @@ from s2slib.checkpoint import CheckpointError, load_checkpoint, rng_state, save_
 from s2slib.codec.config import CodecConfig, dataclass_from_dict
 from s2slib.codec.losses import ReconstructionLoss, ReconstructionLossConfig
 from s2slib.codec.model import Codec
+from s2slib.data.augment import AugmentConfig
 from s2slib.data.loader import CropSampler, load_utterances, read_crop, step_batches
 from s2slib.runtime import pick_device, seed_everything
 from s2slib.training import History, autocast, cosine_with_warmup, needs_grad_scaler, setup_distributed
@@ -55,7 +56,7 @@ class CodecTrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 100  # linear warm-up
     min_lr_ratio: float = 0.05  # the cosine decay ends at lr * min_lr_ratio
-    grad_clip: float = 1.0  # max gradient norm (DAC clips at 1e3 with larger losses; 1.0 is steadier here)
+    grad_clip: float = 100.0  # max gradient norm: a guard against spikes (norms run at about 10 with relative floors)
     vq_weight: float = 1.0  # weight of the commitment loss (its beta lives in CodecConfig.commitment_weight)
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     val_every: int = 250  # steps between validations (0: only at the end)
@@ -66,11 +67,14 @@ class CodecTrainConfig:
     num_workers: int = 0  # data-loading processes
     seed: int = 0
     loss: ReconstructionLossConfig = field(default_factory=ReconstructionLossConfig)
+    augment: AugmentConfig | None = None  # recording-chain augmentation of every crop (None: crops as recorded)
+    source_shares: dict[str, float] = field(default_factory=dict)  # fixed share of crops per source, e.g. real speech
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["betas"] = list(self.betas)
         out["loss"] = self.loss.to_dict()
+        out["augment"] = None if self.augment is None else self.augment.to_dict()
         return out
 
     @classmethod
@@ -78,6 +82,8 @@ class CodecTrainConfig:
         data = dict(data)
         if "loss" in data:
             data["loss"] = ReconstructionLossConfig.from_dict(data["loss"])
+        if data.get("augment") is not None:
+            data["augment"] = AugmentConfig.from_dict(data["augment"])
         cfg = dataclass_from_dict(cls, data)
         cfg.betas = tuple(cfg.betas)
         return cfg
@@ -115,17 +121,18 @@ def reconstruct(codec: Codec, wav: np.ndarray, n_q: int | None = None, device: s
 
 
 def evaluate_codec(codec: Codec, clips: list[np.ndarray], n_q: int | None = None, with_stoi: bool = False,
-                   device: str | torch.device = "cpu") -> dict[str, float]:
-    """Mean SNR, SI-SDR, mel distance (and STOI) of ``clips`` through ``codec`` at ``n_q`` levels."""
-    rows = []
-    for wav in clips:
-        est = reconstruct(codec, wav, n_q, device)
-        row = {"snr": metrics.snr(wav, est), "si_sdr": metrics.si_sdr(wav, est),
-               "mel_distance": metrics.mel_distance(wav, est, codec.sample_rate)}
-        if with_stoi:
-            row["stoi"] = metrics.stoi(wav, est, codec.sample_rate)
-        rows.append(row)
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+                   device: str | torch.device = "cpu", with_comb: bool = False) -> dict[str, float | None]:
+    """Mean metrics of ``clips`` through ``codec`` at ``n_q`` levels: SNR, SI-SDR, mel distance, plus STOI and the
+    comb ratio (at ``codec.config.comb_frequencies()``) when asked.
+
+    A metric a clip cannot define (STOI under 0.4 s, the comb under 0.5 s) is left out of that metric's mean; a
+    metric no clip defines is ``None`` (never ``nan``).
+    """
+    names = ["snr", "si_sdr", "mel_distance"] + (["stoi"] if with_stoi else []) + (["comb_ratio"] if with_comb else [])
+    means = metrics.MetricMeans(names, comb_spacings=codec.config.comb_frequencies() if with_comb else None)
+    for i, wav in enumerate(clips):
+        means.add(f"clip {i}", wav, reconstruct(codec, wav, n_q, device), codec.sample_rate)
+    return means.means() if clips else {}
 
 
 class CodecTrainer:
@@ -157,13 +164,13 @@ class CodecTrainer:
         ckpt_path = self.out_dir / CHECKPOINT
         state = load_checkpoint(ckpt_path, kind=self.kind) if resume and ckpt_path.exists() else None
         if state is not None:
-            stored = CodecConfig.from_dict(state["codec_config"])
+            stored = type(codec_config).from_dict(state["codec_config"])
             if stored != codec_config:
                 raise CheckpointError(
                     f"{ckpt_path} was trained with a different codec configuration; resume with the same preset, "
-                    "or use another output folder (or delete the checkpoint) to start over."
+                    "or give another output folder to start a new run."
                 )
-        self.codec = Codec(codec_config).to(self.device)
+        self.codec = self.build_model(codec_config).to(self.device)
         self.model = (
             DistributedDataParallel(self.codec)
             if self.dist.enabled else self.codec
@@ -178,7 +185,8 @@ class CodecTrainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.device, train_config.amp))
         self.step = 0
         self.sampler = CropSampler(load_utterances(train_manifest), int(train_config.segment_s * codec_config.sample_rate),
-                                   train_config.batch_size, seed=train_config.seed)
+                                   train_config.batch_size, seed=train_config.seed, augment=train_config.augment,
+                                   source_shares=train_config.source_shares or None)
         if self.sampler.sample_rate != codec_config.sample_rate:
             raise ValueError(f"the manifest is at {self.sampler.sample_rate} Hz but the codec expects "
                              f"{codec_config.sample_rate} Hz")
@@ -189,6 +197,17 @@ class CodecTrainer:
             self._load_state(state)
         self.history = History(self.out_dir / "history.jsonl", resume_step=self.step if state else None,
                                write=self.dist.is_main)
+
+    # ------------------------------------------------------------------ the model
+    def build_model(self, codec_config) -> torch.nn.Module:
+        """The model to train from its configuration. Subclasses train other codecs through the same loop: the
+        model's ``forward(wav)`` must return a :class:`~s2slib.codec.model.CodecOutput`, and it needs ``config``
+        (with ``to_dict``/``from_dict``), ``sample_rate``, ``encode``/``decode`` and ``num_parameters``."""
+        return Codec(codec_config)
+
+    def export(self, path: Path) -> Path:
+        """Write the trained model alone (what later notebooks load)."""
+        return export_codec(self.codec, path, {"train_steps": self.step})
 
     # ------------------------------------------------------------------ checkpoints
     def _setup_extra(self, state: dict[str, Any] | None) -> None:
@@ -221,16 +240,28 @@ class CodecTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
-        if self.dist.world_size == 1:
-            set_rng_state(state["rng"])  # per-rank generators are reseeded from (seed, rank, step) below instead
-        else:
+        ranks = state.get("rng_ranks", [state["rng"]])
+        if len(ranks) == self.dist.world_size:
+            set_rng_state(ranks[self.dist.rank])  # each process continues its own random stream: an exact resume
+        else:  # saved by another number of processes: fresh per-rank streams (the run goes on, but not bit-exact)
             seed_everything(self.cfg.seed + 1000 * self.step + self.dist.rank)
 
     def save(self) -> Path | None:
-        """Write ``checkpoint.pt`` (rank 0 only); returns its path."""
+        """Write ``checkpoint.pt`` (rank 0 writes; under DDP every rank must call it); returns its path."""
+        rngs = self._gather_rng_states()
         if not self.dist.is_main:
             return None
-        return save_checkpoint(self.out_dir / CHECKPOINT, self._state(), kind=self.kind)
+        return save_checkpoint(self.out_dir / CHECKPOINT, {**self._state(), "rng_ranks": rngs}, kind=self.kind)
+
+    def _gather_rng_states(self) -> list[dict[str, Any]] | None:
+        """Every process's generators, gathered on rank 0 (``None`` elsewhere): quantizer dropout and dead-code
+        resets draw different numbers on each rank, so rank 0's state alone cannot resume the others exactly."""
+        mine = rng_state()
+        if not self.dist.enabled:
+            return [mine]
+        states = [None] * self.dist.world_size if self.dist.is_main else None
+        torch.distributed.gather_object(mine, states, dst=0)
+        return states
 
     # ------------------------------------------------------------------ training
     def train_step(self, wav: torch.Tensor) -> dict[str, float]:
@@ -297,6 +328,6 @@ class CodecTrainer:
         if self.step >= cfg.max_steps and self.dist.is_main:
             if not cfg.val_every or self.step % cfg.val_every:
                 self.history.log({"step": self.step, **self.validate()})
-            export_codec(self.codec, self.out_dir / EXPORT, {"train_steps": self.step})
+            self.export(self.out_dir / EXPORT)
         self.save()
         return self.history

@@ -8,14 +8,24 @@ Steps (each cached, so a rerun only does what is new):
 
 1. **Speech.** ``synthetic-te``: the sentences of ``data/text/sentences.tsv``, each spoken by
    ``renditions_per_sentence`` voices (agent and user voices alike) with a seeded emotion, synthesized by eSpeak NG.
-   ``samples-te``: the bundled real Common Voice Telugu clips (always held out as test speech: the course never
-   trains on them, so they measure how a model trained on synthetic speech does on real voices). Any other
-   registered source (``slr66-te``, ``librispeech-clean-100``, ...) is downloaded or streamed, capped at
+   ``samples-te``: the bundled real Common Voice Telugu clips (speakers ``cv_te_a``, 40 clips, and ``cv_te_b``, 5).
+   Any other registered source (``slr66-te``, ``librispeech-clean-100``, ...) is downloaded or streamed, capped at
    ``max_hours_per_corpus``.
 2. **Preprocessing** of everything to 16 kHz mono, trimmed, loudness-normalised segments (bad input is rejected
    with its reason, exact duplicates dropped).
 3. **Splits**: synthetic speech by sentence (val/test sentences are unseen texts) or by speaker; public corpora by
-   utterance or speaker; written as ``data/manifests/{train,val,test}.jsonl``.
+   utterance or speaker; written as ``data/manifests/{train,val,test}.jsonl``. The real clips are split by
+   :func:`split_real_clips`: ``real_train_clips`` clips of speaker ``cv_te_a`` (a seeded draw) go to ``train``, so the
+   codec hears real voices, microphones and rooms; every other real clip goes to ``test``, so the test set still
+   measures an **unseen speaker** (``cv_te_b`` is never trained on) and **unseen utterances** of the seen one. A clip
+   whose sentence is spoken in any other clip or utterance of the build is never drawn for training, and exact
+   duplicate audio was already dropped in step 2, so no real training clip shares its sentence or its audio with a
+   test utterance. Every real row of the manifests says which in its ``meta``:
+
+   - ``"real_use"``: ``"train"`` or ``"test"``;
+   - ``"speaker_seen_in_training"`` (test rows only): ``true`` when the clip's speaker also has training clips.
+
+   ``real_train_clips=0`` keeps every real clip test-only.
 4. **Conversations**: question-answer pairs and dialogues spoken by user and agent voices, with held-out user voices
    for the test split (see :mod:`s2slib.data.conversations`), written under ``data/conversations/``.
 5. ``data/rejects.jsonl`` and the data card ``data/card.{json,md}``.
@@ -26,6 +36,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,6 +52,7 @@ from s2slib.run import RunDir
 
 SYNTHETIC = "synthetic-te"
 SAMPLES = "samples-te"
+REAL_TRAIN_SPEAKER = "cv_te_a"  # the only bundled speaker whose clips may be trained on; cv_te_b stays unseen
 
 
 @dataclass
@@ -56,6 +68,7 @@ class DataConfig:
     n_heldout_users: int = 2  # user voices never used in training (conversation test split)
     conversation_val_fraction: float = 0.1  # pairs/dialogues also spoken by one more training voice for validation
     max_real_clips: int = 0  # bundled real clips to use (0 = all 45)
+    real_train_clips: int = 20  # real clips of speaker cv_te_a moved to training (0 = all real clips test-only)
     max_hours_per_corpus: float = 2.0  # cap per downloaded/streamed corpus
     val_fraction: float = 0.05
     test_fraction: float = 0.05
@@ -139,6 +152,51 @@ def corpus_speech(name: str, cfg: DataConfig, progress: bool = True) -> list[Raw
     return out
 
 
+def _sentence_key(sentence: str) -> str:
+    """A sentence compared loosely: whitespace collapsed, final punctuation and case ignored."""
+    return " ".join(sentence.split()).rstrip(".!?।").casefold()
+
+
+def split_real_clips(utterances: list[Utterance], n_train: int, seed: int) -> list[Utterance]:
+    """Set ``split`` and the ``real_use`` / ``speaker_seen_in_training`` meta of every ``samples-te`` utterance.
+
+    ``n_train`` recordings of speaker ``cv_te_a`` are drawn reproducibly (fixed by ``seed``) for training; the rest
+    go to test. Candidates are recordings whose sentence no other utterance in ``utterances`` speaks, so a test clip
+    never repeats a training sentence. The segments of one long recording (ids ``<id>#k``) stay together. Other
+    utterances are left alone, and so is a build without real clips. Raises ``ValueError`` when fewer than
+    ``n_train`` candidates exist.
+    """
+    real = [u for u in utterances if u.source == SAMPLES]
+    recordings: dict[str, list[Utterance]] = {}
+    for u in real:
+        recordings.setdefault(u.id.split("#")[0], []).append(u)
+    if not recordings:
+        return utterances
+    sentence = {rec: _sentence_key(utts[0].meta.get("text_of_recording", utts[0].text))
+                for rec, utts in recordings.items()}
+    others = [_sentence_key(u.text) for u in utterances if u.source != SAMPLES]
+    times_spoken = Counter(list(sentence.values()) + others)
+    candidates = sorted(
+        rec for rec, utts in recordings.items()
+        if utts[0].speaker == REAL_TRAIN_SPEAKER and sentence[rec] and times_spoken[sentence[rec]] == 1
+    )
+    if n_train > len(candidates):
+        raise ValueError(
+            f"real_train_clips={n_train}, but only {len(candidates)} real clips of speaker {REAL_TRAIN_SPEAKER} can "
+            f"be trained on ({len(recordings)} real clips in this build; clips whose sentence is spoken elsewhere are "
+            f"never trained on). Lower real_train_clips, or use more real clips (max_real_clips=0 uses all 45)."
+        )
+    train = set(random.Random(f"{seed}:real-train").sample(candidates, n_train)) if n_train > 0 else set()
+    seen_speakers = {recordings[rec][0].speaker for rec in train}
+    for rec, utts in recordings.items():
+        for u in utts:
+            u.split = "train" if rec in train else "test"
+            u.meta["real_use"] = u.split
+            if u.split == "test":
+                u.meta["speaker_seen_in_training"] = u.speaker in seen_speakers
+    return utterances
+
+
 def synthesize_conversations(
     convs: list[Conversation], cfg: DataConfig, out_dir: Path, progress: bool = True
 ) -> tuple[list[Conversation], list[Reject]]:
@@ -188,9 +246,7 @@ def build_dataset(run: RunDir, cfg: DataConfig, progress: bool = True) -> DataBu
         raws += synthetic_speech(cfg, progress) if name == SYNTHETIC else corpus_speech(name, cfg, progress)
     utterances, rejects = preprocess_many(raws, processed, cfg.preprocess, cfg.num_workers, progress, desc="speech")
 
-    for u in utterances:
-        if u.source == SAMPLES:
-            u.split = "test"  # real speech is held out: it measures transfer from synthetic training speech
+    split_real_clips(utterances, cfg.real_train_clips, cfg.seed)
     assign_splits(utterances, cfg.val_fraction, cfg.test_fraction, cfg.seed, by_speaker=cfg.speaker_disjoint,
                   group_key="sentence_id")
     manifests = write_splits(out / "manifests", utterances)

@@ -26,7 +26,7 @@ def _hours(seconds: float) -> float:
 
 
 def compute_card(utterances: list[Utterance], conversations: list[Conversation], rejects: list[Reject]) -> dict:
-    """Counts and hours by source, speaker, split and emotion; conversation counts; rejects by reason."""
+    """Counts and hours by source, speaker, split and emotion; real clips per use; conversations; rejects by reason."""
     by_source: dict[str, float] = defaultdict(float)
     by_speaker: dict[str, float] = defaultdict(float)
     by_split: dict[str, float] = defaultdict(float)
@@ -45,6 +45,24 @@ def compute_card(utterances: list[Utterance], conversations: list[Conversation],
         conv_counts[c.kind][c.split] += 1
         conv_seconds += sum(t.duration or 0.0 for t in c.turns)
     reasons = Counter(r.reason.split(":")[0] for r in rejects)
+    # Real recordings that notebook 01 splits between training and test (``meta["real_use"]``, see
+    # s2slib.data.build.split_real_clips): clips and hours per use and speaker. A clip split into segments counts once.
+    real: dict[str, dict[str, dict]] = defaultdict(lambda: defaultdict(lambda: {"clips": set(), "seconds": 0.0}))
+    for u in utterances:
+        if "real_use" in u.meta:
+            entry = real[u.meta["real_use"]][u.speaker]
+            entry["clips"].add(u.id.split("#")[0])
+            entry["seconds"] += u.duration
+    real_speech = {
+        use: {
+            "clips": sum(len(e["clips"]) for e in speakers.values()),
+            "hours": _hours(sum(e["seconds"] for e in speakers.values())),
+            "seconds": round(sum(e["seconds"] for e in speakers.values()), 1),
+            "by_speaker": {spk: {"clips": len(e["clips"]), "hours": _hours(e["seconds"]),
+                                 "seconds": round(e["seconds"], 1)} for spk, e in sorted(speakers.items())},
+        }
+        for use, speakers in sorted(real.items(), key=lambda kv: SPLITS.index(kv[0]))
+    }
     durations = np.array([u.duration for u in utterances]) if utterances else np.zeros(1)
     return {
         "n_utterances": len(utterances),
@@ -61,6 +79,7 @@ def compute_card(utterances: list[Utterance], conversations: list[Conversation],
             "median": round(float(np.median(durations)), 3),
             "max": round(float(durations.max()), 3),
         },
+        "real_speech_by_use": real_speech,
         "emotions": dict(sorted(emotions.items())),
         "conversations": {kind: dict(v) for kind, v in conv_counts.items()},
         "conversation_hours": _hours(conv_seconds),
@@ -76,6 +95,15 @@ def card_markdown(card: dict[str, Any]) -> str:
               "|---|" + "---|" * len(SPLITS)]
     for src, splits in card["hours_by_source_and_split"].items():
         lines.append(f"| {src} | " + " | ".join(f"{splits[s]:.3f}" for s in SPLITS) + " |")
+    if card.get("real_speech_by_use"):
+        lines += ["", "## Real recordings: training and test", "",
+                  "Training clips come from one speaker only; that speaker's other clips and every clip of the other "
+                  "speakers are test-only (no sentence is on both sides).", "",
+                  "| use | speaker | clips | seconds |", "|---|---|---|---|"]
+        for use, entry in card["real_speech_by_use"].items():
+            lines += [f"| {use} | {spk} | {e['clips']} | {e['seconds']:.1f} |"
+                      for spk, e in entry["by_speaker"].items()]
+            lines.append(f"| {use} | **all** | **{entry['clips']}** | **{entry['seconds']:.1f}** |")
     lines += ["", "## Hours per speaker", "", "| speaker | hours |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in card["hours_by_speaker"].items()]
     lines += ["", "## Conversations", "", "| kind | " + " | ".join(SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]

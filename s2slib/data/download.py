@@ -137,8 +137,8 @@ def download(
         raise ChecksumError(
             f"[{source}] {dest} exists but its SHA-256 does not match.\n"
             f"    expected {expected}\n    actual   {actual}\n"
-            f"It may be truncated, corrupt or a different release. Delete it and run again to download it from\n"
-            f"    {urls[0]}"
+            f"It may be truncated, corrupt or a different release; it was left as it is. Replace it with a complete\n"
+            f"copy of the release from\n    {urls[0]}\nor point the course at another data folder (S2S_DATA_DIR)."
         )
 
     dest.parent.mkdir(parents=True, exist_ok=True)

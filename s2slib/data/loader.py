@@ -7,6 +7,11 @@ with probability proportional to their duration (every second of audio is equall
 
 Crops are read straight from the 16-bit WAV files (a seek, no full decode), so a corpus of hundreds of hours needs
 no RAM beyond the batch.
+
+With ``augment`` (an :class:`~s2slib.data.augment.AugmentConfig`) each crop also passes through a random recording
+chain (room, microphone, channel, noise, level; :mod:`s2slib.data.augment`), drawn from a generator of its own that
+is derived from ``(seed, step, rank, index in the batch)``: augmented batches are still a pure function of
+``(seed, step, rank)``, so resuming stays exact.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from s2slib.data.augment import AugmentConfig, augment as augment_crop
 from s2slib.data.manifest import Utterance, read_manifest
 
 
@@ -31,13 +37,45 @@ def read_crop(path: str, start: int, length: int) -> np.ndarray:
     return wav
 
 
+def source_weights(utterances: list[Utterance], lengths: np.ndarray,
+                   shares: dict[str, float] | None = None) -> np.ndarray:
+    """Probability of drawing each utterance: proportional to its length, with optional fixed shares per source.
+
+    ``shares`` maps a source name (``"samples-te"``, ...) to the fraction of draws it gets, spread over its
+    utterances by length; the sources it does not name share the rest by length. A small real-speech source
+    among hours of synthetic speech would otherwise be drawn almost never (45 s of real clips next to 1.6 h of
+    eSpeak speech is 0.8 % of the crops). A named source with no utterances is an error.
+    """
+    weights = lengths / lengths.sum()
+    if not shares:
+        return weights
+    total = sum(shares.values())
+    if any(v < 0 for v in shares.values()) or total > 1:
+        raise ValueError(f"source shares must be >= 0 and sum to at most 1, got {shares}")
+    sources = np.array([u.source for u in utterances])
+    named = np.isin(sources, list(shares))
+    for name, share in shares.items():
+        mask = sources == name
+        if not mask.any():
+            raise ValueError(f"source share given for {name!r}, but no training utterance comes from it; "
+                             f"sources present: {sorted(set(sources.tolist()))}")
+        weights[mask] = share * lengths[mask] / lengths[mask].sum()
+    rest = ~named
+    if rest.any():
+        weights[rest] = (1 - total) * lengths[rest] / lengths[rest].sum()
+    return weights / weights.sum()
+
+
 class CropSampler:
     """Draws ``batch_size`` crops of ``segment_length`` samples for a given (step, rank).
 
-    ``utterances`` must share one sample rate (the manifests of notebook 01 are all 16 kHz).
+    ``utterances`` must share one sample rate (the manifests of notebook 01 are all 16 kHz). ``augment`` (None: crops
+    exactly as read) applies :func:`s2slib.data.augment.augment` to every crop. ``source_shares`` fixes the
+    fraction of crops drawn from some sources (see :func:`source_weights`).
     """
 
-    def __init__(self, utterances: list[Utterance], segment_length: int, batch_size: int, seed: int = 0):
+    def __init__(self, utterances: list[Utterance], segment_length: int, batch_size: int, seed: int = 0,
+                 augment: AugmentConfig | None = None, source_shares: dict[str, float] | None = None):
         if not utterances:
             raise ValueError("no utterances to draw training crops from: is the manifest empty?")
         rates = {u.sample_rate for u in utterances}
@@ -48,9 +86,10 @@ class CropSampler:
         self.segment_length = segment_length
         self.batch_size = batch_size
         self.seed = seed
+        self.augment = augment
         lengths = np.array([max(1, int(u.duration * self.sample_rate)) for u in utterances], dtype=np.float64)
         self.lengths = lengths.astype(np.int64)
-        self.weights = lengths / lengths.sum()
+        self.weights = source_weights(utterances, lengths, source_shares)
 
     def indices(self, step: int, rank: int = 0) -> list[tuple[int, int]]:
         """``[(utterance index, crop start), ...]`` for one batch."""
@@ -62,6 +101,12 @@ class CropSampler:
     def batch(self, step: int, rank: int = 0) -> torch.Tensor:
         """The crops of one step: ``wav: Tensor[B, 1, segment_length]``."""
         crops = [read_crop(self.utterances[i].audio_path, s, self.segment_length) for i, s in self.indices(step, rank)]
+        if self.augment is not None:
+            # one child generator per crop, spawned from (seed, step, rank): independent of the stream that picked
+            # the crops above, and the same whichever worker builds the batch
+            children = np.random.SeedSequence([self.seed, step, rank]).spawn(len(crops))
+            crops = [augment_crop(crop, self.sample_rate, self.augment, np.random.default_rng(child))
+                     for crop, child in zip(crops, children)]
         return torch.from_numpy(np.stack(crops))[:, None, :]  # (B, 1, T)
 
 

@@ -149,3 +149,21 @@ def write_splits(folder: str | os.PathLike, utterances: list[Utterance], prefix:
         rows = sorted((u for u in utterances if u.split == split), key=lambda u: u.id)
         written[split] = write_manifest(folder / f"{prefix}{split}.jsonl", rows)
     return written
+
+
+def real_test_sets(utterances: Iterable[Utterance], limit: int = 0) -> dict[str, list[Utterance]]:
+    """The real recordings of a test manifest, grouped by what training knew of them.
+
+    ``{"real, unseen speaker": [...], "real, seen speaker": [...]}``: both hold utterances never trained on; the
+    first are by speakers training never heard at all (``meta["speaker_seen_in_training"]`` false, set by
+    :func:`s2slib.data.build.build_dataset` for the bundled clips), the second by a speaker whose other clips were
+    trained on. Only real (non-``synthetic-te``) rows count; ``limit`` (> 0) keeps the first ``limit`` of each
+    group. A group with no rows is left out.
+    """
+    groups: dict[str, list[Utterance]] = {"real, unseen speaker": [], "real, seen speaker": []}
+    for utt in utterances:
+        if utt.source == "synthetic-te" or utt.split not in (None, "test"):
+            continue
+        seen = bool(utt.meta.get("speaker_seen_in_training", False))
+        groups["real, seen speaker" if seen else "real, unseen speaker"].append(utt)
+    return {name: (rows[:limit] if limit > 0 else rows) for name, rows in groups.items() if rows}

@@ -1,0 +1,179 @@
+"""STFT in, inverse STFT out: how the ``stft`` codec family (codec v2) reaches the frame rate in one step.
+
+The seed design gets from 16 kHz to its frame rate with a stack of strided convolutions, and back with a mirrored
+stack of upsamplers; those layers run at 16 kHz and 8 kHz and dominate its cost, and the upsamplers are where its
+comb artefact comes from. Here one short-time Fourier transform takes the waveform straight to frames, and the
+decoder predicts each frame's spectrum, which an inverse FFT and overlap-add turn back into samples (Vocos, Siuzdak
+2023, "Vocos: Closing the gap between time-domain and Fourier-based neural vocoders"; WavTokenizer, Ji et al. 2024).
+
+Framing (``hop`` samples per frame, window ``n_fft``, a multiple of ``hop``): frame ``t`` covers samples
+``[(t + 1) * hop - n_fft, (t + 1) * hop)``, the ``n_fft`` samples that end with its own hop, so the front end is
+causal (it pads ``n_fft - hop`` zeros on the left). The head synthesizes each frame over the same span with a
+periodic Hann window, whose copies spaced ``hop`` apart sum to ``n_fft / (2 hop)``.
+
+Latency: after frame ``t`` is decoded, the samples before ``(t + 1) * hop - n_fft + hop`` are final; the later ones
+still wait for the overlapping windows of frames ``t + 1 .. t + n_fft/hop - 1``. So a sample is reconstructed
+``n_fft`` samples after the start of its frame at worst: one frame plus ``n_fft - hop`` of overlap-add lookahead
+(40 ms for hop 320, window 640 at 16 kHz).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from s2slib.codec.layers import Streamable
+
+MAG_EPS = 1e-5  # floor of the magnitude before its log in the front end
+MAX_LOG_MAG = 7.0  # the head's log-magnitude is clamped here (e^7 ~ 1100, far above any speech frame)
+PHASE_MODES = ("absolute", "integrated")
+
+
+def _check_framing(hop: int, n_fft: int) -> None:
+    if hop <= 0 or n_fft < hop or n_fft % hop:
+        raise ValueError(f"the STFT window ({n_fft}) must be a positive multiple of the hop ({hop}).")
+
+
+class CausalSTFT(Streamable):
+    """Waveform to per-frame spectral features, causally.
+
+    For each frame, the ``n_fft`` samples ending with its hop are windowed (periodic Hann) and transformed
+    (``rfft``, orthonormal scaling); the features are the log magnitude and the real and imaginary parts compressed
+    to magnitude^0.3 (a power-law compression keeps loud and quiet frames in one range while the phase stays in the
+    sign pattern), ``3 * (n_fft // 2 + 1)`` channels.
+
+    Shapes: ``wav: Tensor[B, 1, T]`` (``T`` a multiple of ``hop``) -> ``Tensor[B, 3 * (n_fft // 2 + 1), T // hop]``.
+    Streaming state: the ``n_fft - hop`` most recent samples plus any partial frame.
+    """
+
+    def __init__(self, hop: int, n_fft: int):
+        super().__init__()
+        _check_framing(hop, n_fft)
+        self.hop, self.n_fft = hop, n_fft
+        self.n_bins = n_fft // 2 + 1
+        self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
+
+    @property
+    def out_channels(self) -> int:
+        return 3 * self.n_bins
+
+    def _features(self, frames: Tensor) -> Tensor:
+        """``frames: Tensor[B, F, n_fft]`` -> ``Tensor[B, 3 * n_bins, F]``."""
+        spec = torch.fft.rfft(frames.float() * self.window, norm="ortho")  # (B, F, n_bins) complex
+        mag = spec.abs()
+        compress = (mag + MAG_EPS).pow(-0.7)  # real and imaginary parts scaled to |X|^0.3
+        feats = torch.cat([(mag + MAG_EPS).log(), spec.real * compress, spec.imag * compress], dim=-1)  # (B, F, 3K)
+        return feats.transpose(1, 2).to(frames.dtype)  # (B, 3K, F)
+
+    def forward(self, wav: Tensor) -> Tensor:
+        x = F.pad(wav[:, 0], (self.n_fft - self.hop, 0))  # (B, n_fft - hop + T): the past only
+        frames = x.unfold(-1, self.n_fft, self.hop)  # (B, T // hop, n_fft)
+        return self._features(frames)
+
+    def initial_state(self, batch_size, device=None, dtype=None) -> Tensor:
+        return torch.zeros(batch_size, self.n_fft - self.hop, device=device, dtype=dtype)
+
+    def step(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        buf = torch.cat([state, x[:, 0]], dim=-1)  # (B, n_fft - hop + pending + t)
+        n_frames = (buf.shape[-1] - (self.n_fft - self.hop)) // self.hop
+        if n_frames <= 0:
+            return buf.new_zeros(buf.shape[0], self.out_channels, 0), buf
+        frames = buf[:, : self.n_fft - self.hop + n_frames * self.hop].unfold(-1, self.n_fft, self.hop)
+        return self._features(frames), buf[:, n_frames * self.hop:]
+
+
+class ISTFTHead(Streamable):
+    """Per-frame log magnitude and phase to a waveform, by inverse FFT and overlap-add.
+
+    The input holds, for each frame, ``n_bins`` log magnitudes then ``n_bins`` phases (radians, any range: only
+    ``cos`` and ``sin`` of them are used, so the network never has to wrap angles, as in Vocos). The spectrum
+    ``exp(log_mag) * (cos(phase) + i sin(phase))`` is inverted with an orthonormal ``irfft``, windowed with a
+    periodic Hann window, scaled by ``2 hop / n_fft`` (the inverse of the windows' overlap sum) and overlap-added
+    at ``hop``.
+
+    Shapes: ``x: Tensor[B, 2 * n_bins, F]`` -> ``wav: Tensor[B, 1, F * hop]``, aligned with the input audio: sample
+    ``s`` reconstructs input sample ``s``. The last ``n_fft - hop`` samples of an offline decode lack the windows
+    of frames that do not exist (in streaming they come from :meth:`finish`).
+
+    Streaming: :meth:`step` returns only samples no later frame will add to; its state is the pending overlap-add
+    tail and how many samples before the start of the signal are still to be dropped.
+    """
+
+    def __init__(self, hop: int, n_fft: int, phase: str = "absolute"):
+        super().__init__()
+        _check_framing(hop, n_fft)
+        if phase not in PHASE_MODES:
+            raise ValueError(f"phase must be one of {PHASE_MODES}, got {phase!r}.")
+        self.hop, self.n_fft, self.phase = hop, n_fft, phase
+        self.n_bins = n_fft // 2 + 1
+        self.register_buffer("window", torch.hann_window(n_fft, periodic=True) * (2 * hop / n_fft), persistent=False)
+        # phase advance of each bin's centre frequency over one hop: 2 pi k hop / n_fft (an integer multiple of pi
+        # for hop = n_fft / 2, so it is exact however many frames pass)
+        self.register_buffer("bin_advance", 2 * torch.pi * torch.arange(self.n_bins, dtype=torch.float64) * hop / n_fft,
+                             persistent=False)
+
+    @property
+    def in_channels(self) -> int:
+        return (2 if self.phase == "absolute" else 3) * self.n_bins
+
+    def _phase(self, x: Tensor, start: int, carried: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Phases ``Tensor[B, K, F]`` of frames ``start .. start + F - 1`` and the integrated phase to carry on."""
+        if self.phase == "absolute":
+            return x[:, self.n_bins:], x.new_zeros(0)
+        delta, offset = x[:, self.n_bins: 2 * self.n_bins], x[:, 2 * self.n_bins:]  # (B, K, F) each
+        # integrate the predicted deviation from each bin's centre frequency, in float64 and wrapped, so offline and
+        # streaming sums agree to ~1e-12 rad whatever the chunking
+        total = torch.cumsum(delta.double(), dim=-1)  # (B, K, F)
+        if carried is not None:
+            total = total + carried[..., None]
+        total = torch.remainder(total, 2 * torch.pi)
+        frames = torch.arange(start, start + x.shape[-1], device=x.device, dtype=torch.float64)
+        centre = torch.remainder(self.bin_advance[:, None] * frames[None, :], 2 * torch.pi)  # (K, F)
+        return (total + centre[None] + offset.double()).float(), total[..., -1]
+
+    def _frames(self, x: Tensor, start: int = 0, carried: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``x: Tensor[B, in_channels, F]`` -> windowed time frames ``Tensor[B, n_fft, F]`` and the carried phase."""
+        x = x.float()
+        log_mag = x[:, : self.n_bins]  # (B, K, F)
+        phase, carry = self._phase(x, start, carried)
+        mag = log_mag.clamp(max=MAX_LOG_MAG).exp()
+        spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))  # (B, K, F)
+        frames = torch.fft.irfft(spec, n=self.n_fft, dim=1, norm="ortho")  # (B, n_fft, F)
+        return frames * self.window[None, :, None], carry
+
+    def _overlap_add(self, frames: Tensor) -> Tensor:
+        """``frames: Tensor[B, n_fft, F]`` -> ``Tensor[B, (F - 1) * hop + n_fft]`` summed at hop spacing."""
+        n = frames.shape[-1]
+        length = (n - 1) * self.hop + self.n_fft
+        out = F.fold(frames, output_size=(1, length), kernel_size=(1, self.n_fft), stride=(1, self.hop))
+        return out[:, 0, 0]  # (B, length)
+
+    def forward(self, x: Tensor) -> Tensor:
+        frames, _ = self._frames(x)
+        y = self._overlap_add(frames)  # (B, n * hop + n_fft - hop), starting n_fft - hop before sample 0
+        return y[:, None, self.n_fft - self.hop:].to(x.dtype)  # (B, 1, n * hop)
+
+    def initial_state(self, batch_size, device=None, dtype=None) -> tuple:
+        tail = torch.zeros(batch_size, self.n_fft - self.hop, device=device, dtype=dtype)
+        phase = torch.zeros(batch_size, self.n_bins, device=device, dtype=torch.float64)
+        # (overlap-add tail, samples before the signal still to drop, frames decoded, integrated phase)
+        return tail, self.n_fft - self.hop, 0, phase
+
+    def step(self, x: Tensor, state: tuple) -> tuple[Tensor, tuple]:
+        tail, to_drop, done_frames, phase = state
+        n = x.shape[-1]
+        if n == 0:
+            return tail.new_zeros(tail.shape[0], 1, 0), state
+        frames, carry = self._frames(x, done_frames, phase)
+        y = self._overlap_add(frames).to(tail.dtype)  # (B, n * hop + n_fft - hop)
+        y = torch.cat([y[:, : tail.shape[-1]] + tail, y[:, tail.shape[-1]:]], dim=-1)  # add what earlier frames left
+        done, tail = y[:, : n * self.hop], y[:, n * self.hop:]  # final samples; the rest awaits later frames
+        drop = min(to_drop, done.shape[-1])
+        return done[:, None, drop:], (tail, to_drop - drop, done_frames + n, carry if carry.numel() else phase)
+
+    def finish(self, state: tuple) -> Tensor:
+        """The samples still pending at the end of a stream, as an offline decode ends: ``Tensor[B, 1, n_fft - hop]``
+        (fewer if the stream was shorter than the overlap)."""
+        tail, to_drop = state[0], state[1]
+        return tail[:, None, to_drop:]

@@ -1,0 +1,373 @@
+"""EnCodec's architecture, trained here from scratch with the course's trainer: a baseline that needs no download.
+
+EnCodec (Défossez et al. 2022, *High Fidelity Neural Audio Compression*) is a SEANet encoder and decoder (causal
+convolutions, ELU, weight norm, a two-layer LSTM at the frame rate) around a residual VQ with EMA codebooks.
+Meta's pretrained 24 kHz weights cannot be had on an offline machine, but the architecture can: the ``encodec``
+package ships its modules, and this module builds the model from them
+
+* ``encodec.modules.SEANetEncoder`` and ``SEANetDecoder``, exactly as ``encodec.EncodecModel`` wires them,
+* ``encodec.quantization.ResidualVectorQuantizer`` (k-means initialisation, EMA codebooks, commitment loss),
+
+at 16 kHz with ratios (8, 5, 4, 2): hop 320, **50 frames/s**, so 8 levels x 1024 codes = 4 kbps, the course
+codec's default frame rate and bitrate ladder. EnCodec trains with a bandwidth drawn at random for each batch
+(quantizer dropout, the paper's variable-bandwidth training); :class:`EncodecScratch` draws the number of levels
+1..n_q per batch.
+
+:class:`EncodecScratch` speaks the course codec's language (``forward(wav) -> CodecOutput``, ``encode``,
+``decode``, ``config``), so :class:`EncodecScratchTrainer` is the course's :class:`~s2slib.codec.train.CodecTrainer`
+with another model: the same data, losses, optimizer, schedule, checkpoints, exact resume and DDP. The two codecs
+of notebook 04 therefore differ only in their architecture and quantizer.
+
+    trainer = EncodecScratchTrainer(EncodecScratchConfig.laptop(), CodecTrainConfig(max_steps=2000),
+                                    "run/data/manifests/train.jsonl", "run/data/manifests/val.jsonl",
+                                    out_dir="run/encodec_scratch")
+    trainer.fit()
+    model = load_encodec_scratch("run/encodec_scratch/codec.pt")
+
+Where this departs from the paper: only the reconstruction losses of the course trainer (no discriminator, no loss
+balancer), the course's optimizer and schedule, and 16 kHz speech instead of 24 kHz general audio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from s2slib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from s2slib.codec.config import dataclass_from_dict
+from s2slib.codec.model import CodecOutput
+from s2slib.codec.train import CodecTrainer
+from s2slib.metrics import bitrate_kbps, codebook_usage
+
+NORMS = ("weight_norm", "none")
+KIND = "encodec_scratch"
+
+
+@dataclass
+class EncodecScratchConfig:
+    """EnCodec's architecture (``encodec.EncodecModel._get_model``), with the knobs the presets change.
+
+    The defaults are the published 24 kHz model's layers run at 16 kHz (:meth:`paper`). Channels double at every
+    encoder stage from ``n_filters`` (32 -> 512 in the paper); the LSTM runs at the frame rate on the widest
+    channels; the latent is ``dimension`` wide and the codebooks look up in that space.
+    """
+
+    # --- signal ---
+    sample_rate: int = 16000  # Hz
+    channels: int = 1  # audio channels (mono)
+    # --- SEANet encoder / decoder ---
+    ratios: tuple[int, ...] = (8, 5, 4, 2)  # decoder upsampling ratios; the encoder uses them reversed; hop = product
+    n_filters: int = 32  # channels of the first encoder / last decoder stage; doubles at every stage
+    n_residual_layers: int = 1  # SEANet residual blocks per stage
+    dimension: int = 128  # latent channels the quantizer sees
+    lstm_layers: int = 2  # LSTM layers at the frame rate, end of the encoder and start of the decoder (0: none)
+    causal: bool = True  # left-only padding, as EnCodec 24 kHz (the streaming model)
+    norm: str = "weight_norm"  # "weight_norm" (EnCodec 24 kHz) or "none"
+    # --- residual vector quantizer (encodec.quantization) ---
+    n_q: int = 8  # levels -> 8 x 10 bits x 50 frames/s = 4 kbps
+    codebook_size: int = 1024  # entries per level
+    ema_decay: float = 0.99  # EMA decay of the codebooks
+    kmeans_iters: int = 50  # k-means iterations initialising each codebook on its first batch (0: random init)
+    dead_code_threshold: float = 2.0  # EMA cluster size under which an entry is re-seeded from the batch
+    commitment_weight: float = 1.0  # lambda_w of the paper: weight of the commitment loss (mean over levels)
+    quantizer_dropout: bool = True  # draw 1..n_q levels for each training batch (EnCodec's random bandwidth)
+
+    # ------------------------------------------------------------------ derived quantities
+    @property
+    def hop_length(self) -> int:
+        """Samples per code frame: the product of the ratios."""
+        return math.prod(self.ratios)
+
+    @property
+    def frame_rate(self) -> float:
+        """Code frames per second: ``sample_rate / hop_length``."""
+        return self.sample_rate / self.hop_length
+
+    def bitrate_kbps(self, n_q: int | None = None) -> float:
+        """Bit rate at ``n_q`` levels (default: all): ``n_q * log2(codebook_size) * frame_rate / 1000``."""
+        return bitrate_kbps(self.n_q if n_q is None else n_q, self.codebook_size, self.frame_rate)
+
+    # ------------------------------------------------------------------ checks and serialisation
+    def __post_init__(self) -> None:
+        self.ratios = tuple(self.ratios)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field at fault if the configuration cannot build a model."""
+        for name in ("sample_rate", "channels", "n_filters", "n_residual_layers", "dimension", "n_q",
+                     "codebook_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"EncodecScratchConfig.{name} must be a positive integer, got {value!r}.")
+        if not self.ratios or any(not isinstance(r, int) or r <= 0 for r in self.ratios):
+            raise ValueError(f"EncodecScratchConfig.ratios must be positive integers, got {self.ratios!r}.")
+        if self.codebook_size & (self.codebook_size - 1):
+            raise ValueError(f"EncodecScratchConfig.codebook_size must be a power of two (whole bits per code), "
+                             f"got {self.codebook_size}.")
+        if self.norm not in NORMS:
+            raise ValueError(f"EncodecScratchConfig.norm must be one of {NORMS}, got {self.norm!r}.")
+        if self.lstm_layers < 0 or self.kmeans_iters < 0 or self.dead_code_threshold < 0:
+            raise ValueError("EncodecScratchConfig.lstm_layers, kmeans_iters and dead_code_threshold must be >= 0.")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"EncodecScratchConfig.ema_decay must lie in (0, 1), got {self.ema_decay}.")
+        if self.commitment_weight < 0:
+            raise ValueError(f"EncodecScratchConfig.commitment_weight must be >= 0, got {self.commitment_weight}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict (tuples become lists) for checkpoints, JSON and YAML."""
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EncodecScratchConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` listing the valid ones."""
+        return dataclass_from_dict(cls, data)
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def paper(cls) -> "EncodecScratchConfig":
+        """EnCodec 24 kHz's layers (32 -> 512 channels, 2 LSTM layers, latent 128) at 16 kHz: ~14.9 M parameters,
+        50 frames/s, 8 x 1024 codes = 4 kbps. For GPU training."""
+        return cls()
+
+    @classmethod
+    def laptop(cls) -> "EncodecScratchConfig":
+        """Sized to train on two CPU cores in no more time per step than the course's ``fast50`` codec: ~3.9 M
+        parameters.
+
+        Half the paper's width (channels 16 -> 256, an LSTM 256 wide) quarters the cost of every convolution and of
+        the LSTM; everything else (ratios, two LSTM layers, latent 128, 8 x 1024 codes) is the paper's. Measured
+        through the course trainer on a shared 2-core CPU (batch 8 x 0.5 s, best of several interleaved rounds):
+        ~0.5-0.65 s per step, against ~0.65-0.7 s for ``CodecConfig.fast50()``, ~0.75-0.8 s for a 20-wide and
+        ~1.8 s for a 24-wide EnCodec.
+        """
+        return cls(n_filters=16)
+
+    @classmethod
+    def tiny(cls) -> "EncodecScratchConfig":
+        """~46 k parameters for unit tests and smoke runs: 50 frames/s, 4 levels of 64 codes."""
+        return cls(n_filters=2, dimension=16, lstm_layers=1, n_q=4, codebook_size=64, kmeans_iters=3)
+
+    @classmethod
+    def preset(cls, name: str) -> "EncodecScratchConfig":
+        """Look a preset up by name (``"paper"``, ``"laptop"``, ``"tiny"``)."""
+        presets = {"paper": cls.paper, "laptop": cls.laptop, "tiny": cls.tiny}
+        if name not in presets:
+            raise ValueError(f"unknown EnCodec-from-scratch preset {name!r}; choose one of {sorted(presets)}.")
+        return presets[name]()
+
+
+def _build_seanet(config: EncodecScratchConfig) -> tuple[nn.Module, nn.Module]:
+    """``encodec``'s SEANet encoder and decoder for ``config``, with the package's other defaults (ELU, kernels 7 and
+    3, dilation base 2, compress 2, reflect padding, convolutional skips), as ``EncodecModel`` builds them."""
+    from encodec.modules import SEANetDecoder, SEANetEncoder
+
+    c = config
+    kw = dict(channels=c.channels, dimension=c.dimension, n_filters=c.n_filters, n_residual_layers=c.n_residual_layers,
+              ratios=list(c.ratios), norm=c.norm, causal=c.causal, lstm=c.lstm_layers)
+    with warnings.catch_warnings():
+        # the package builds weight norm with torch.nn.utils.weight_norm, deprecated in favour of parametrizations;
+        # the layers it builds are the same, so the warning is noise here
+        warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+        return SEANetEncoder(**kw), SEANetDecoder(**kw)
+
+
+class EncodecScratch(nn.Module):
+    """EnCodec's encoder, residual VQ and decoder (built by the ``encodec`` package) behind the course codec's API.
+
+    Parameters
+    ----------
+    config: the architecture (default: :meth:`EncodecScratchConfig.paper`).
+
+    Shapes: ``wav: Tensor[B, channels, T] -> codes: Tensor[B, n_q, ceil(T / hop_length)] -> wav: Tensor[B, channels,
+    T]``, as :class:`s2slib.codec.model.Codec`. The codebooks are EMA buffers, not parameters.
+    """
+
+    def __init__(self, config: EncodecScratchConfig | None = None):
+        super().__init__()
+        from encodec.quantization import ResidualVectorQuantizer
+
+        self.config = config or EncodecScratchConfig.paper()
+        c = self.config
+        self.encoder, self.decoder = _build_seanet(c)
+        self.quantizer = ResidualVectorQuantizer(dimension=c.dimension, n_q=c.n_q, bins=c.codebook_size,
+                                                 decay=c.ema_decay, kmeans_init=c.kmeans_iters > 0,
+                                                 kmeans_iters=c.kmeans_iters,
+                                                 threshold_ema_dead_code=c.dead_code_threshold)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.frame_rate
+
+    def num_parameters(self, trainable_only: bool = True) -> int:
+        """Number of parameters (the codebooks are EMA buffers and are not counted)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def _check_wav(self, wav: Tensor) -> None:
+        channels = self.config.channels
+        if not isinstance(wav, Tensor):
+            raise TypeError(f"wav must be a torch.Tensor of shape (B, {channels}, T), got {type(wav).__name__}.")
+        if wav.ndim != 3 or wav.shape[1] != channels:
+            hint = " (for a 1-D waveform use wav.view(1, 1, -1))" if wav.ndim == 1 else ""
+            raise ValueError(f"wav must have shape (B, {channels}, T), got {tuple(wav.shape)}{hint}.")
+        if wav.shape[-1] == 0:
+            raise ValueError("wav is empty (T = 0).")
+
+    def _check_n_q(self, n_q: int) -> int:
+        if not isinstance(n_q, int) or not 1 <= n_q <= self.config.n_q:
+            raise ValueError(f"n_q must be an integer from 1 to {self.config.n_q} (the levels this model has), "
+                             f"got {n_q!r}.")
+        return n_q
+
+    def _pad(self, wav: Tensor) -> Tensor:
+        """Right-pad ``wav`` (B, C, T) with zeros to whole frames: (B, C, ceil(T / hop) * hop), as the course codec.
+        (SEANet would otherwise pad the last partial frame by reflection.)"""
+        extra = -wav.shape[-1] % self.hop_length
+        return nn.functional.pad(wav, (0, extra)) if extra else wav
+
+    def initialised_levels(self) -> int:
+        """How many leading levels have their codebooks (k-means on the first batch that reached them)."""
+        done = [bool(layer._codebook.inited) for layer in self.quantizer.vq.layers]  # encodec's per-level flag
+        return done.index(False) if False in done else len(done)
+
+    def _training_depth(self, device: torch.device) -> int:
+        """Levels for this training batch: uniform in 1..n_q under quantizer dropout (EnCodec's random bandwidth),
+        else all; never more than one level that still needs its k-means initialisation.
+
+        Why the cap: encodec initialises a codebook by k-means on the first batch that reaches it. With fewer frames
+        in a batch than codebook entries (400 frames for 8 x 1 s at 50 frames/s, 1024 entries) k-means puts an
+        entry on nearly every frame, so that level reconstructs the batch exactly and a level initialised on the
+        same batch sees all-zero residuals: its entries collapse onto one point. Bringing in one new level per batch
+        gives each level the residuals of data the levels before it were not fitted to; after the first few
+        batches (about ``n_q``) the depth is EnCodec's plain random draw.
+
+        Drawn from the global generator, so the trainer's saved RNG state makes resume exact.
+        """
+        if not self.config.quantizer_dropout:
+            n = torch.tensor([self.config.n_q])
+        else:
+            n = torch.randint(1, self.config.n_q + 1, (1,))
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # every process must run the same levels: encodec's k-means init and dead-code reset broadcast the
+            # codebooks of the levels they run, a collective that hangs if the processes disagree
+            n = n.to(device)
+            dist.broadcast(n, src=0)
+        return min(int(n), self.initialised_levels() + 1)  # the flags are the same on every process (broadcast)
+
+    # ------------------------------------------------------------------ the course codec's API
+    def encode(self, wav: Tensor, n_q: int | None = None) -> Tensor:
+        """``wav: Tensor[B, channels, T]`` -> ``codes: Tensor[B, n_q, ceil(T / hop_length)]`` (int64); ``n_q``
+        levels (default: all). Never changes the codebooks."""
+        self._check_wav(wav)
+        n = self.config.n_q if n_q is None else self._check_n_q(n_q)
+        latent = self.encoder(self._pad(wav))  # (B, D, F)
+        codes = self.quantizer.vq.encode(latent.float(), n_q=n)  # (n_q, B, F): encodec puts the levels first
+        return codes.transpose(0, 1)  # (B, n_q, F)
+
+    def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
+        """``codes: Tensor[B, n_q, F]`` (any ``n_q`` from 1 to ``config.n_q``) -> ``wav: Tensor[B, channels, F * hop]``,
+        cut to ``length`` samples if given (pass the original ``T`` to undo the padding of :meth:`encode`)."""
+        if not isinstance(codes, Tensor) or codes.ndim != 3:
+            raise ValueError(f"codes must be a tensor of shape (B, n_q, frames), got "
+                             f"{tuple(codes.shape) if isinstance(codes, Tensor) else type(codes).__name__}.")
+        self._check_n_q(codes.shape[1])
+        if codes.is_floating_point() or codes.is_complex():
+            raise TypeError(f"codes must be integers, got {codes.dtype}.")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.config.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.config.codebook_size}), got values in "
+                             f"[{int(codes.min())}, {int(codes.max())}].")
+        latent_q = self.quantizer.decode(codes.long().transpose(0, 1))  # (n_q, B, F) -> (B, D, F)
+        wav = self.decoder(latent_q)
+        return wav if length is None else wav[..., :length]
+
+    def forward(self, wav: Tensor, n_q: int | None = None) -> CodecOutput:
+        """Encode, quantize and decode ``wav: Tensor[B, channels, T]`` (the training pass).
+
+        In training mode the codebooks are updated (k-means on a level's first batch, EMA, dead-code reset) and,
+        when ``n_q`` is None, quantizer dropout picks one number of levels for the whole batch
+        (:meth:`_training_depth`). Unlike the course codec, only the levels used run: ``codes`` is
+        ``(B, n_q_used, F)`` and the statistics of the other levels are zero.
+        """
+        self._check_wav(wav)
+        length, n_levels = wav.shape[-1], self.config.n_q
+        latent = self.encoder(self._pad(wav))  # (B, D, F)
+        if n_q is not None:
+            n = self._check_n_q(n_q)
+        else:
+            n = self._training_depth(latent.device) if self.training else n_levels
+        # the codebooks' distances and EMA statistics in float32 even under mixed precision
+        with torch.autocast(device_type=latent.device.type, enabled=False):
+            # straight-through estimator inside: latent_q = latent + (q - latent).detach() in training
+            latent_q, codes, commitment = self.quantizer.vq(latent.float(), n_q=n)  # (B, D, F), (n, B, F), (n, 1)
+        codes = codes.transpose(0, 1)  # (B, n, F)
+        wav_hat = self.decoder(latent_q)[..., :length]  # (B, C, T)
+        commitment = commitment.view(n)  # (n,)
+        stats = codebook_usage(codes.detach(), self.config.codebook_size)  # Tensor[n] each
+
+        def pad(t: Tensor) -> Tensor:  # (n,) -> (n_q,): zeros for the levels this batch did not run
+            return nn.functional.pad(t.float(), (0, n_levels - n))
+
+        return CodecOutput(
+            wav_hat=wav_hat, codes=codes, latent=latent, latent_q=latent_q,
+            vq_loss=self.config.commitment_weight * commitment.mean(),  # EnCodec's penalty: the mean over levels
+            commitment_loss=pad(commitment.detach()), n_q_used=torch.full((wav.shape[0],), n, device=wav.device),
+            codebook_usage=pad(stats["usage"]), perplexity=pad(stats["perplexity"]),
+        )
+
+
+# ------------------------------------------------------------------------------------------------- training
+
+
+def export_encodec_scratch(model: EncodecScratch, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Save the model alone (weights + config) as an ``encodec_scratch`` checkpoint."""
+    state = {"codec_config": model.config.to_dict(), "model": model.state_dict(), **(extra or {})}
+    return save_checkpoint(path, state, kind=KIND)
+
+
+def load_encodec_scratch(path: str | Path, device: str | torch.device = "cpu") -> EncodecScratch:
+    """The model in eval mode from its ``codec.pt`` (or a full training ``checkpoint.pt``), rebuilt from its config."""
+    state = load_checkpoint(path, kind=(KIND, EncodecScratchTrainer.kind), map_location=device)
+    try:
+        model = EncodecScratch(EncodecScratchConfig.from_dict(state["codec_config"]))
+        model.load_state_dict(state["model"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the weights do not fit the stored EnCodec configuration ({exc}).") from exc
+    return model.to(device).eval()
+
+
+class EncodecScratchTrainer(CodecTrainer):
+    """:class:`~s2slib.codec.train.CodecTrainer` training :class:`EncodecScratch` instead of the course codec.
+
+    Same arguments, same loop, losses, optimizer, schedule, checkpoints (``checkpoint.pt`` of kind
+    ``encodec_scratch_train``, resumed exactly), history and DDP; ``codec.pt`` is an ``encodec_scratch`` checkpoint
+    that :func:`load_encodec_scratch` reads. ``codec_config`` must be an :class:`EncodecScratchConfig`.
+    """
+
+    kind = "encodec_scratch_train"
+    progress_desc = "EnCodec from scratch"
+
+    def build_model(self, codec_config) -> EncodecScratch:
+        if not isinstance(codec_config, EncodecScratchConfig):
+            raise TypeError(f"EncodecScratchTrainer trains an EncodecScratchConfig, got {type(codec_config).__name__}; "
+                            "use CodecTrainer for the course codec.")
+        return EncodecScratch(codec_config)
+
+    def export(self, path: Path) -> Path:
+        return export_encodec_scratch(self.codec, path, {"train_steps": self.step})

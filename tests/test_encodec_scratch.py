@@ -1,0 +1,228 @@
+"""EnCodec's architecture behind the course codec's API, trained by the course trainer, compared as a third codec.
+
+The model is built from the ``encodec`` package's own modules; training runs the real trainer on the tiny preset for
+a few steps on the speech that ``codec_manifests`` synthesizes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from s2slib import baseline
+from s2slib.baseline import SCRATCH_LABEL, compare_codecs
+from s2slib.checkpoint import CheckpointError, load_checkpoint
+from s2slib.codec.config import CodecConfig
+from s2slib.codec.model import Codec
+from s2slib.codec.train import CodecTrainConfig, load_codec
+from s2slib.encodec_scratch import (EncodecScratch, EncodecScratchConfig, EncodecScratchTrainer,
+                                    load_encodec_scratch)
+
+
+def small_config(**kw) -> CodecTrainConfig:
+    base = dict(max_steps=4, batch_size=2, segment_s=0.25, warmup_steps=2, val_every=2, val_items=2, ckpt_every=2,
+                log_every=1, val_max_s=1.0)
+    base.update(kw)
+    return CodecTrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return EncodecScratch(EncodecScratchConfig.tiny()).eval()
+
+
+def test_codes_are_50_per_second_and_decode_restores_the_length(tiny):
+    n_q = tiny.config.n_q
+    with torch.inference_mode():
+        codes = tiny.encode(torch.randn(2, 1, 16000) * 0.1)  # one second
+        assert codes.shape == (2, n_q, 50) and codes.dtype == torch.int64
+        assert int(codes.min()) >= 0 and int(codes.max()) < tiny.config.codebook_size
+        x = torch.randn(2, 1, 12345) * 0.1  # not a whole number of frames
+        codes = tiny.encode(x)
+        assert codes.shape == (2, n_q, 39)  # ceil(12345 / 320)
+        assert tiny.decode(codes).shape == (2, 1, 39 * 320)
+        assert tiny.decode(codes, length=12345).shape == (2, 1, 12345)
+        fewer = tiny.encode(x, n_q=2)
+        assert torch.equal(fewer, codes[:, :2])  # residual VQ: the first levels do not depend on the later ones
+        assert tiny.decode(fewer, length=12345).shape == (2, 1, 12345)
+
+
+@pytest.mark.parametrize("name", ["laptop", "paper"])
+def test_presets_match_the_course_codecs_frame_rate_and_bitrate_ladder(name):
+    cfg = EncodecScratchConfig.preset(name)
+    assert cfg.hop_length == 320 and cfg.frame_rate == 50.0
+    assert cfg.n_q == 8 and cfg.bitrate_kbps() == pytest.approx(4.0) and cfg.bitrate_kbps(1) == pytest.approx(0.5)
+    assert cfg.bitrate_kbps() == CodecConfig.fast50().bitrate_kbps()
+
+
+def test_paper_preset_has_encodecs_published_layers():
+    from encodec import EncodecModel
+
+    published = EncodecModel.encodec_model_24khz(pretrained=False)
+    ours = EncodecScratch(EncodecScratchConfig.paper())
+    assert ours.num_parameters() == sum(p.numel() for p in published.parameters())  # ~14.9 M, codebooks are buffers
+    shapes = lambda module: [tuple(p.shape) for p in module.parameters()]  # noqa: E731
+    assert shapes(ours.encoder) == shapes(published.encoder) and shapes(ours.decoder) == shapes(published.decoder)
+
+
+def test_training_pass_draws_one_depth_per_batch_and_passes_gradients():
+    torch.manual_seed(0)
+    model = EncodecScratch(EncodecScratchConfig.tiny()).train()
+    wav = torch.randn(3, 1, 4000) * 0.1
+    depths = set()
+    for _ in range(12):
+        out = model(wav)
+        n = int(out.n_q_used[0])
+        assert (out.n_q_used == n).all() and out.codes.shape == (3, n, 13)  # one depth for the whole batch
+        assert out.codebook_usage.shape == out.perplexity.shape == out.commitment_loss.shape == (4,)
+        assert (out.codebook_usage[n:] == 0).all() and (out.codebook_usage[:n] > 0).all()
+        assert out.wav_hat.shape == wav.shape and torch.isfinite(out.vq_loss)
+        depths.add(n)
+    assert len(depths) > 1  # quantizer dropout (EnCodec's random bandwidth per batch)
+    out = model(wav, n_q=4)
+    (out.wav_hat.square().mean() + out.vq_loss).backward()
+    assert model.encoder.model[0].conv.conv.weight_v.grad.abs().sum() > 0  # straight through the quantizer
+
+
+def test_bad_input_gets_clear_errors(tiny):
+    with pytest.raises(ValueError, match=r"wav.view\(1, 1, -1\)"):
+        tiny.encode(torch.zeros(16000))
+    with pytest.raises(ValueError, match="n_q must be an integer from 1 to 4"):
+        tiny.encode(torch.zeros(1, 1, 320), n_q=5)
+    with pytest.raises(ValueError, match=r"codes must lie in \[0, 64\)"):
+        tiny.decode(torch.full((1, 2, 3), 64))
+    with pytest.raises(ValueError, match="unknown EnCodec-from-scratch preset"):
+        EncodecScratchConfig.preset("huge")
+    with pytest.raises(ValueError, match="codebook_size must be a power of two"):
+        EncodecScratchConfig(codebook_size=1000)
+
+
+def test_config_round_trips_through_json():
+    cfg = EncodecScratchConfig.laptop()
+    again = EncodecScratchConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.ratios == (8, 5, 4, 2)
+    with pytest.raises(ValueError, match="unknown key"):
+        EncodecScratchConfig.from_dict({**cfg.to_dict(), "strides": [4]})
+
+
+def test_two_training_steps_write_a_checkpoint_that_reloads(codec_manifests, tmp_path):
+    train, val = codec_manifests
+    trainer = EncodecScratchTrainer(EncodecScratchConfig.tiny(), small_config(max_steps=2), train, val, tmp_path,
+                                    device="cpu")
+    history = trainer.fit(progress=False)
+    assert trainer.step == 2 and history.series("loss_mel")[0] == [1, 2]
+    assert np.isfinite(history.series("val_mel_distance")[1]).all()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["kind"] == "encodec_scratch_train"
+    assert load_checkpoint(tmp_path / "codec.pt")["train_steps"] == 2
+    model = load_encodec_scratch(tmp_path / "codec.pt")
+    assert model.config == EncodecScratchConfig.tiny() and not model.training
+    for key, value in trainer.codec.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key
+    with pytest.raises(CheckpointError, match="expected codec"):
+        load_codec(tmp_path / "codec.pt")  # the course codec's loader refuses it: never mistaken for the course codec
+    with pytest.raises(TypeError, match="use CodecTrainer for the course codec"):
+        EncodecScratchTrainer(CodecConfig.tiny(), small_config(), train, val, tmp_path / "other", device="cpu")
+
+
+def test_resume_is_exact(codec_manifests, tmp_path):
+    train, val = codec_manifests
+    cfg = EncodecScratchConfig.tiny()
+    straight = EncodecScratchTrainer(cfg, small_config(), train, val, tmp_path / "a", device="cpu")
+    straight.fit(progress=False)
+
+    first = EncodecScratchTrainer(cfg, small_config(), train, val, tmp_path / "b", device="cpu")
+    first.fit(progress=False, stop_after=2)  # stopped after the step-2 checkpoint, as if killed there
+    del first
+    resumed = EncodecScratchTrainer(cfg, small_config(), train, val, tmp_path / "b", device="cpu")
+    assert resumed.step == 2
+    resumed.fit(progress=False)
+    a, b = straight.codec.state_dict(), resumed.codec.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key  # identical weights, codebooks and EMA statistics
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(straight.history.rows) == strip(resumed.history.rows)
+
+
+def test_compare_measures_the_scratch_encodec_at_every_depth(tiny):
+    course = Codec(CodecConfig.tiny()).eval()
+    clips = [np.random.default_rng(i).normal(0, 0.1, 8000).astype(np.float32) for i in range(2)]
+    rows = compare_codecs(course, None, clips, scratch_encodec=tiny)
+    scratch = [r for r in rows if r.codec == SCRATCH_LABEL]
+    assert [r.setting for r in scratch] == [f"n_q={n}" for n in range(1, 5)]
+    assert [r.kbps for r in scratch] == pytest.approx([0.3 * n for n in range(1, 5)])  # 6 bits x 50 frames/s
+    assert all(r.frame_rate == 50.0 and r.weights == "trained here from scratch" for r in scratch)
+    for r in scratch:
+        assert all(np.isfinite(v) for v in (r.si_sdr, r.mel_distance, r.stoi, r.encode_rtf, r.decode_rtf))
+    assert {r.codec for r in rows} == {"course codec", SCRATCH_LABEL}  # never labelled as the pretrained EnCodec
+    assert "EnCodec 24 kHz" not in SCRATCH_LABEL and "pretrained" not in SCRATCH_LABEL
+
+
+def test_compare_command_line_takes_the_scratch_checkpoint(tmp_path, monkeypatch, capsys, tiny):
+    import soundfile as sf
+
+    from s2slib.codec.train import export_codec
+    from s2slib.encodec_scratch import export_encodec_scratch
+
+    export_codec(Codec(CodecConfig.tiny()), tmp_path / "codec.pt")
+    export_encodec_scratch(tiny, tmp_path / "scratch.pt")
+    (tmp_path / "audio").mkdir()
+    sf.write(tmp_path / "audio" / "a.wav", np.random.default_rng(0).normal(0, 0.1, 8000), 16000)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.delenv("S2S_ENCODEC_WEIGHTS", raising=False)
+    assert baseline.main(["compare", "--checkpoint", str(tmp_path / "codec.pt"), "--audio", str(tmp_path / "audio"),
+                          "--no-download", "--scratch-checkpoint", str(tmp_path / "scratch.pt")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["setting"] for r in out["rows"] if r["codec"] == SCRATCH_LABEL] == [f"n_q={n}" for n in range(1, 5)]
+    assert baseline.main(["compare", "--checkpoint", str(tmp_path / "codec.pt"), "--audio", str(tmp_path / "audio"),
+                          "--scratch-checkpoint", str(tmp_path / "codec.pt")]) == 1  # a course codec is refused
+    assert "encodec_scratch" in capsys.readouterr().err
+
+
+DDP_WORKER = """
+import sys
+from pathlib import Path
+import torch
+from s2slib.codec.train import CodecTrainConfig
+from s2slib.encodec_scratch import EncodecScratchConfig, EncodecScratchTrainer
+
+train, val, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+cfg = CodecTrainConfig(max_steps=4, batch_size=2, segment_s=0.25, warmup_steps=1, val_every=0, val_items=1,
+                       ckpt_every=2, log_every=1)
+trainer = EncodecScratchTrainer(EncodecScratchConfig.tiny(), cfg, train, val, out / "run", device="cpu")
+assert trainer.dist.world_size == 2, "expected to run under torchrun with two processes"
+depths = []
+forward = trainer.codec.forward
+trainer.codec.forward = lambda wav: depths.append(int((out_ := forward(wav)).n_q_used[0])) or out_
+trainer.fit(progress=False)
+torch.save({"params": dict(trainer.codec.named_parameters()), "depths": depths}, out / f"rank{trainer.dist.rank}.pt")
+"""
+
+
+def test_distributed_data_parallel_on_cpu(codec_manifests, tmp_path):
+    """torchrun with two gloo processes: every batch runs the same number of levels on both ranks (else encodec's
+    codebook broadcasts would hang), the weights stay in sync and rank 0 writes the model."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    train, val = codec_manifests
+    worker = tmp_path / "worker.py"
+    worker.write_text(DDP_WORKER)
+    with socket.socket() as s:  # a free loopback port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), str(worker), str(train), str(val), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert a["depths"] == b["depths"] and len(a["depths"]) == 4
+    for key in a["params"]:
+        assert torch.allclose(a["params"][key], b["params"][key], atol=1e-6), key
+    assert load_encodec_scratch(tmp_path / "run" / "codec.pt").config == EncodecScratchConfig.tiny()

@@ -1,0 +1,136 @@
+"""The shared spectral front end and its level-relative floor: shapes, the floor's definition, level invariance, and
+the fix it exists for (digital silence no longer owns the gradient of the codec's spectral losses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchaudio
+
+from s2slib.codec.losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, ReconstructionLoss, ReconstructionLossConfig
+from s2slib.spectral import MultiResolutionSTFT, MultiScaleMel, floored_pair, relative_floor
+
+SR = 16000
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def speech_with_silence() -> np.ndarray:
+    """One second of real synthesized Telugu: 0.7 s of speech between 0.15 s of exact zeros on each side (30 %)."""
+    from s2slib.audio import resample
+    from s2slib.data import synth
+
+    wav = resample(synth.synthesize("ఈ రోజు వాతావరణం చాలా బాగుంది.", "Priya"), synth.SAMPLE_RATE, SR)
+    start = int(np.argmax(np.abs(wav) > 0.01))  # skip eSpeak's leading near-silence
+    speech = wav[start: start + int(0.7 * SR)].astype(np.float32)
+    pad = np.zeros(int(0.15 * SR), np.float32)
+    return np.concatenate([pad, speech, pad])  # (16000,)
+
+
+def test_shapes_of_both_front_ends():
+    wav = torch.randn(2, 1, 4000)
+    mels = MultiScaleMel(SR)(wav)
+    assert [tuple(m.shape) for m in mels] == [(2, n, 4000 // (w // 4) + 1) for w, n in
+                                              zip((64, 128, 256, 512, 1024, 2048), (5, 10, 20, 40, 80, 160))]
+    stfts = MultiResolutionSTFT((512, 1024))(wav[:, 0])  # (B, T) works too
+    assert [tuple(s.shape) for s in stfts] == [(2, 257, 4000 // 128 + 1), (2, 513, 4000 // 256 + 1)]
+    assert all(s.dtype == torch.float32 and (s >= 0).all() for s in stfts)
+    with pytest.raises(ValueError, match="mono"):
+        MultiScaleMel(SR)(torch.zeros(2, 2, 100))
+
+
+def test_relative_floor_is_per_example_and_never_below_the_absolute_floor():
+    mag = torch.zeros(3, 4, 5)
+    mag[0, 1, 2] = 10.0  # peak 10 -> floor 10 * 10^(-60/20) = 0.01
+    mag[1, 0, 0] = 1e-4  # a very quiet clip: 1e-7 would be below the absolute floor
+    floor = relative_floor(mag, 1e-5, 60.0)
+    assert floor.shape == (3, 1, 1)
+    assert torch.allclose(floor.view(-1), torch.tensor([1e-2, 1e-5, 1e-5]))  # example 2 is all zeros
+    assert torch.equal(relative_floor(mag, 1e-5, None), torch.full((3, 1, 1), 1e-5))  # the old absolute floor
+    assert torch.equal(relative_floor(mag, 1e-5, 0), torch.full((3, 1, 1), 1e-5))
+    est = torch.full_like(mag, 0.005)
+    ref_f, est_f, floor = floored_pair(mag, est, 1e-5, 60.0)
+    assert torch.allclose(est_f[0], torch.full((4, 5), 0.01))  # the estimate gets the *reference's* floor
+    assert ref_f[0, 1, 2] == 10.0 and est_f[1, 0, 0] == 0.005
+    with pytest.raises(ValueError, match="floor_db"):
+        relative_floor(mag, 1e-5, -10.0)
+
+
+def test_with_floor_db_none_the_mel_loss_is_dacs_absolute_floor_loss():
+    g = torch.Generator().manual_seed(0)
+    wav, est = torch.randn(2, 1, 3000, generator=g) * 0.1, torch.randn(2, 1, 3000, generator=g) * 0.1
+    wav[0, 0, :1000] = 0.0
+    expected = 0.0
+    for w, n in zip((64, 128, 256, 512, 1024, 2048), (5, 10, 20, 40, 80, 160)):
+        mel = torchaudio.transforms.MelSpectrogram(SR, n_fft=w, hop_length=w // 4, n_mels=n, power=1.0,
+                                                   pad_mode="constant")
+        expected += (mel(wav[:, 0]).clamp_min(1e-5).log10() - mel(est[:, 0]).clamp_min(1e-5).log10()).abs().mean()
+    assert float(MultiScaleMelLoss(SR, floor_db=None)(wav, est)) == pytest.approx(float(expected) / 6, rel=1e-5)
+
+
+@pytest.mark.parametrize("make, floor_db", [(lambda db: MultiScaleMelLoss(SR, floor_db=db), 60.0),
+                                             (lambda db: MultiResolutionSTFTLoss(floor_db=db), 80.0)],
+                         ids=["mel", "stft"])
+def test_relative_floor_makes_the_losses_level_invariant(speech_with_silence, make, floor_db):
+    ref = torch.from_numpy(speech_with_silence)[None, None]  # (1, 1, T)
+    est = ref + 1e-3 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
+    relative, absolute = make(floor_db), make(None)
+    loud = float(relative(ref, est))
+    assert float(relative(0.01 * ref, 0.01 * est)) == pytest.approx(loud, rel=1e-3)  # 40 dB quieter: same loss
+    # with the absolute floor alone, the quiet copy's noise sinks towards 1e-5 / 1e-7 and the loss halves
+    loud, quiet = float(absolute(ref, est)), float(absolute(0.01 * ref, 0.01 * est))
+    assert quiet < 0.7 * loud  # measured: mel 0.99 -> 0.47, STFT 3.0 -> 2.0
+
+
+def _silent_gradient_share(loss, ref: np.ndarray, est: np.ndarray) -> float:
+    """Share of ``||d loss / d est||^2`` that falls on the samples where ``ref`` is exactly zero."""
+    est_t = torch.from_numpy(est)[None, None].requires_grad_()  # (1, 1, T)
+    loss(torch.from_numpy(ref)[None, None], est_t).backward()
+    grad = est_t.grad[0, 0].numpy()
+    silent = ref == 0
+    return float((grad[silent] ** 2).sum() / (grad**2).sum())
+
+
+@pytest.mark.parametrize("make, floor_db, old_min, new_max", [
+    (lambda db: MultiScaleMelLoss(SR, floor_db=db), 60.0, 0.99, 0.05),  # measured 0.999 -> 0.017
+    (lambda db: MultiResolutionSTFTLoss(floor_db=db), 80.0, 0.95, 0.2),  # measured 0.988 -> 0.090
+], ids=["mel", "stft"])
+def test_digital_silence_no_longer_owns_the_gradient(speech_with_silence, make, floor_db, old_min, new_max):
+    """An estimate with faint noise (-60 dB re the speech's RMS) everywhere: with the absolute floor nearly all the
+    gradient lands on the 30 % of samples that are digital silence in the reference; with the relative floor the
+    noise there is below the floor and the gradient goes where the speech is."""
+    ref = speech_with_silence
+    assert np.mean(ref == 0) == pytest.approx(0.3, abs=0.01)
+    rms = float(np.sqrt(np.mean(ref[ref != 0] ** 2)))
+    est = ref + (1e-3 * rms * np.random.default_rng(2).standard_normal(ref.size)).astype(np.float32)
+    old = _silent_gradient_share(make(None), ref, est)
+    new = _silent_gradient_share(make(floor_db), ref, est)
+    assert old > old_min
+    assert new < new_max
+
+
+def test_config_floors_round_trip_and_old_dicts_load():
+    config = ReconstructionLossConfig(mel_floor_db=None, stft_floor_db=70.0)
+    assert ReconstructionLossConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    old = ReconstructionLossConfig().to_dict()
+    del old["mel_floor_db"], old["stft_floor_db"]  # a dict saved before these keys existed
+    restored = ReconstructionLossConfig.from_dict(old)
+    assert (restored.mel_floor_db, restored.stft_floor_db) == (60.0, 80.0)
+    loss = ReconstructionLoss(SR, config)
+    assert loss.mel.floor_db is None and loss.stft.floor_db == 70.0
+    with pytest.raises(ValueError, match="stft_floor_db"):
+        ReconstructionLossConfig(stft_floor_db=-3.0)
+
+
+def test_metrics_and_spectral_do_not_import_the_codec():
+    code = ("import sys, s2slib.metrics, s2slib.spectral; "
+            "print([m for m in sys.modules if m.startswith('s2slib.codec')])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
