@@ -6,17 +6,20 @@ Meta's pretrained 24 kHz weights cannot be had on an offline machine, but the ar
 package ships its modules, and this module builds the model from them
 
 * ``encodec.modules.SEANetEncoder`` and ``SEANetDecoder``, exactly as ``encodec.EncodecModel`` wires them,
-* ``encodec.quantization.ResidualVectorQuantizer`` (k-means initialisation, EMA codebooks, commitment loss),
+* a residual VQ chosen by ``EncodecScratchConfig.quantizer``: ``"course"``, the course's
+  :class:`s2slib.codec.quantize.ResidualVectorQuantizer` (the ``laptop`` and ``tiny`` presets), or ``"encodec"``,
+  the package's ``encodec.quantization.ResidualVectorQuantizer`` (the ``paper`` preset, the published recipe),
 
 at 16 kHz with ratios (8, 5, 4, 2): hop 320, **50 frames/s**, so 8 levels x 1024 codes = 4 kbps, the course
 codec's default frame rate and bitrate ladder. EnCodec trains with a bandwidth drawn at random for each batch
-(quantizer dropout, the paper's variable-bandwidth training); :class:`EncodecScratch` draws the number of levels
-1..n_q per batch.
+(quantizer dropout, the paper's variable-bandwidth training): with EnCodec's quantizer :class:`EncodecScratch` draws
+the number of levels 1..n_q per batch; the course's quantizer draws it per example (for half of them).
 
 :class:`EncodecScratch` speaks the course codec's language (``forward(wav) -> CodecOutput``, ``encode``,
 ``decode``, ``config``), so :class:`EncodecScratchTrainer` is the course's :class:`~s2slib.codec.train.CodecTrainer`
-with another model: the same data, losses, optimizer, schedule, checkpoints, exact resume and DDP. The two codecs
-of notebook 04 therefore differ only in their architecture and quantizer.
+with another model: the same data, losses, optimizer, schedule, checkpoints, exact resume and DDP. With
+``quantizer="course"`` the scratch model and the course codec share their quantizer too, so the comparison of
+notebook 04 isolates the encoder/decoder design (:attr:`EncodecScratch.label` says which quantizer a model has).
 
     trainer = EncodecScratchTrainer(EncodecScratchConfig.laptop(), CodecTrainConfig(max_steps=2000),
                                     "run/data/manifests/train.jsonl", "run/data/manifests/val.jsonl",
@@ -25,7 +28,24 @@ of notebook 04 therefore differ only in their architecture and quantizer.
     model = load_encodec_scratch("run/encodec_scratch/codec.pt")
 
 Where this departs from the paper: only the reconstruction losses of the course trainer (no discriminator, no loss
-balancer), the course's optimizer and schedule, and 16 kHz speech instead of 24 kHz general audio.
+balancer), the course's optimizer and schedule, 16 kHz speech instead of 24 kHz general audio, and batches far
+smaller than the codebooks (8 x 0.5 s = 200 frames for 1024 entries on a laptop). The package's quantizer behaves
+differently there, which matters when reading the results:
+
+* it initialises a codebook by k-means on the first batch that reaches it; with fewer frames than entries most
+  entries start on duplicated frames, receive no data, and the EMA normalisation (``embed_avg / cluster_size``, with
+  a smoothed cluster size of ~1e-5) throws them ~1e5 times too far out, where nothing reaches them until
+  ``embed_avg`` has decayed by as much (~1100 steps at ``ema_decay`` 0.99, ~110 at 0.9);
+* its dead-code reset writes fresh entries into ``embed`` and the EMA update of the same step overwrites them, so it
+  does not revive them (see also facebookresearch/encodec issue #33 on the timing of that reset).
+
+Measured with the ``laptop`` architecture on the course's speech: the package's level 1 used 1 of its 1024 entries
+from about step 50 on, and the reconstructions were equally good (equally poor) at every depth, so the bitrate ladder
+measured nothing. Both behaviours are the package's and are kept on ``quantizer="encodec"`` (apart from one change: a
+training batch brings in at most one level that still needs its k-means initialisation,
+:meth:`EncodecScratch._training_depth` says why). This is why the laptop presets use the course's quantizer, whose
+k-means, dead-code reset (which sticks: it also resets the EMA statistics) and per-example quantizer dropout were
+built for small batches; the ``paper`` preset keeps EnCodec's for GPU runs with the paper's batches.
 """
 
 from __future__ import annotations
@@ -48,7 +68,11 @@ from s2slib.codec.train import CodecTrainer
 from s2slib.metrics import bitrate_kbps, codebook_usage
 
 NORMS = ("weight_norm", "none")
+QUANTIZERS = ("course", "encodec")
 KIND = "encodec_scratch"
+# dead_code_threshold=None takes the chosen quantizer's own default, in its own unit
+DEFAULT_DEAD_CODE_THRESHOLD = {"encodec": 2.0,  # EMA cluster size (frames), encodec's threshold_ema_dead_code
+                               "course": 0.1}  # fraction of the uniform share, as CodecConfig.dead_code_threshold
 
 
 @dataclass
@@ -71,14 +95,15 @@ class EncodecScratchConfig:
     lstm_layers: int = 2  # LSTM layers at the frame rate, end of the encoder and start of the decoder (0: none)
     causal: bool = True  # left-only padding, as EnCodec 24 kHz (the streaming model)
     norm: str = "weight_norm"  # "weight_norm" (EnCodec 24 kHz) or "none"
-    # --- residual vector quantizer (encodec.quantization) ---
+    # --- residual vector quantizer ---
+    quantizer: str = "encodec"  # "encodec": encodec.quantization's RVQ; "course": s2slib.codec.quantize's RVQ
     n_q: int = 8  # levels -> 8 x 10 bits x 50 frames/s = 4 kbps
     codebook_size: int = 1024  # entries per level
     ema_decay: float = 0.99  # EMA decay of the codebooks
     kmeans_iters: int = 50  # k-means iterations initialising each codebook on its first batch (0: random init)
-    dead_code_threshold: float = 2.0  # EMA cluster size under which an entry is re-seeded from the batch
-    commitment_weight: float = 1.0  # lambda_w of the paper: weight of the commitment loss (mean over levels)
-    quantizer_dropout: bool = True  # draw 1..n_q levels for each training batch (EnCodec's random bandwidth)
+    dead_code_threshold: float | None = None  # re-seed entries used less; None: DEFAULT_DEAD_CODE_THRESHOLD[quantizer]
+    commitment_weight: float = 1.0  # encodec: lambda_w of the paper (mean over levels); course: beta (sum over levels)
+    quantizer_dropout: bool = True  # random depth in training: per batch (encodec), per example with p 0.5 (course)
 
     # ------------------------------------------------------------------ derived quantities
     @property
@@ -96,6 +121,14 @@ class EncodecScratchConfig:
         return bitrate_kbps(self.n_q if n_q is None else n_q, self.codebook_size, self.frame_rate)
 
     # ------------------------------------------------------------------ checks and serialisation
+    @property
+    def resolved_dead_code_threshold(self) -> float:
+        """``dead_code_threshold``, or the chosen quantizer's default when it is None (the units differ: an EMA
+        cluster size for ``"encodec"``, a fraction of the uniform share for ``"course"``)."""
+        if self.dead_code_threshold is None:
+            return DEFAULT_DEAD_CODE_THRESHOLD[self.quantizer]
+        return self.dead_code_threshold
+
     def __post_init__(self) -> None:
         self.ratios = tuple(self.ratios)
         self.validate()
@@ -114,7 +147,10 @@ class EncodecScratchConfig:
                              f"got {self.codebook_size}.")
         if self.norm not in NORMS:
             raise ValueError(f"EncodecScratchConfig.norm must be one of {NORMS}, got {self.norm!r}.")
-        if self.lstm_layers < 0 or self.kmeans_iters < 0 or self.dead_code_threshold < 0:
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"EncodecScratchConfig.quantizer must be one of {QUANTIZERS} (the course's residual VQ or "
+                             f"the encodec package's), got {self.quantizer!r}.")
+        if self.lstm_layers < 0 or self.kmeans_iters < 0 or (self.dead_code_threshold or 0) < 0:
             raise ValueError("EncodecScratchConfig.lstm_layers, kmeans_iters and dead_code_threshold must be >= 0.")
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"EncodecScratchConfig.ema_decay must lie in (0, 1), got {self.ema_decay}.")
@@ -128,33 +164,50 @@ class EncodecScratchConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EncodecScratchConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` listing the valid ones."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` listing the valid ones.
+
+        A dict without ``quantizer`` (a checkpoint written before the field existed) means ``"encodec"``, the only
+        quantizer there was, so old checkpoints rebuild the model they were trained with.
+        """
+        if isinstance(data, dict) and "quantizer" not in data:
+            data = {**data, "quantizer": "encodec"}
         return dataclass_from_dict(cls, data)
 
     # ------------------------------------------------------------------ presets
     @classmethod
     def paper(cls) -> "EncodecScratchConfig":
         """EnCodec 24 kHz's layers (32 -> 512 channels, 2 LSTM layers, latent 128) at 16 kHz: ~14.9 M parameters,
-        50 frames/s, 8 x 1024 codes = 4 kbps. For GPU training."""
-        return cls()
+        50 frames/s, 8 x 1024 codes = 4 kbps, with EnCodec's own quantizer. For GPU training, whose batches are large
+        enough for that quantizer's k-means (see the module docstring)."""
+        return cls(quantizer="encodec")
 
     @classmethod
     def laptop(cls) -> "EncodecScratchConfig":
-        """Sized to train on two CPU cores in no more time per step than the course's ``fast50`` codec: ~3.9 M
+        """Sized to train on two CPU cores in about the time per step of the course's ``fast50`` codec: ~3.9 M
         parameters.
 
         Half the paper's width (channels 16 -> 256, an LSTM 256 wide) quarters the cost of every convolution and of
         the LSTM; everything else (ratios, two LSTM layers, latent 128, 8 x 1024 codes) is the paper's. Measured
-        through the course trainer on a shared 2-core CPU (batch 8 x 0.5 s, best of several interleaved rounds):
-        ~0.5-0.65 s per step, against ~0.65-0.7 s for ``CodecConfig.fast50()``, ~0.75-0.8 s for a 20-wide and
-        ~1.8 s for a 24-wide EnCodec.
+        through the course trainer on a shared, loaded 2-core CPU (batch 8 x 0.5 s of speech, the best rounds of
+        several interleaved ones): ~0.58-0.63 s per step, against ~0.61-0.86 s for ``CodecConfig.fast50()``;
+        a 20-wide EnCodec took ~0.75-0.8 s and a 24-wide one ~1.8 s.
+
+        ``ema_decay`` is 0.9, as in the course's laptop presets, for the reason given in
+        :meth:`s2slib.codec.config.CodecConfig.laptop`: in a short run at a high learning rate, codebooks averaging
+        over ~100 steps lag behind the encoder.
+
+        The quantizer is the course's (``commitment_weight`` 0.25 summed over levels, the course codec's), because
+        EnCodec's collapses at this batch size (module docstring); the comparison with the course codec is then
+        about the encoder and decoder.
         """
-        return cls(n_filters=16)
+        return cls(n_filters=16, ema_decay=0.9, quantizer="course", commitment_weight=0.25)
 
     @classmethod
     def tiny(cls) -> "EncodecScratchConfig":
-        """~46 k parameters for unit tests and smoke runs: 50 frames/s, 4 levels of 64 codes."""
-        return cls(n_filters=2, dimension=16, lstm_layers=1, n_q=4, codebook_size=64, kmeans_iters=3)
+        """~46 k parameters for unit tests and smoke runs: 50 frames/s, 4 levels of 64 codes, the course's
+        quantizer as :meth:`laptop`."""
+        return cls(n_filters=2, dimension=16, lstm_layers=1, n_q=4, codebook_size=64, kmeans_iters=3,
+                   quantizer="course", commitment_weight=0.25)
 
     @classmethod
     def preset(cls, name: str) -> "EncodecScratchConfig":
@@ -180,12 +233,36 @@ def _build_seanet(config: EncodecScratchConfig) -> tuple[nn.Module, nn.Module]:
         return SEANetEncoder(**kw), SEANetDecoder(**kw)
 
 
+# what notebook 04 and the comparison tables call the model, by quantizer: never "EnCodec 24 kHz" or "pretrained"
+LABELS = {"course": "EnCodec encoder/decoder, trained here from scratch (course quantizer)",
+          "encodec": "EnCodec encoder/decoder, trained here from scratch (EnCodec's quantizer)"}
+
+
+def _build_quantizer(config: EncodecScratchConfig) -> nn.Module:
+    """The residual VQ ``config.quantizer`` names, in the latent space (``dimension`` channels, no projection)."""
+    c = config
+    if c.quantizer == "course":
+        from s2slib.codec.quantize import ResidualVectorQuantizer
+
+        return ResidualVectorQuantizer(dim=c.dimension, n_q=c.n_q, codebook_size=c.codebook_size, codebook_dim=None,
+                                       decay=c.ema_decay, kmeans_iters=c.kmeans_iters,
+                                       dead_code_threshold=c.resolved_dead_code_threshold,
+                                       commitment_weight=c.commitment_weight,
+                                       quantizer_dropout=0.5 if c.quantizer_dropout else 0.0)
+    from encodec.quantization import ResidualVectorQuantizer
+
+    return ResidualVectorQuantizer(dimension=c.dimension, n_q=c.n_q, bins=c.codebook_size, decay=c.ema_decay,
+                                   kmeans_init=c.kmeans_iters > 0, kmeans_iters=c.kmeans_iters,
+                                   threshold_ema_dead_code=c.resolved_dead_code_threshold)
+
+
 class EncodecScratch(nn.Module):
-    """EnCodec's encoder, residual VQ and decoder (built by the ``encodec`` package) behind the course codec's API.
+    """EnCodec's encoder and decoder (built by the ``encodec`` package) around a residual VQ, behind the course codec's
+    API.
 
     Parameters
     ----------
-    config: the architecture (default: :meth:`EncodecScratchConfig.paper`).
+    config: the architecture and the quantizer (default: :meth:`EncodecScratchConfig.paper`).
 
     Shapes: ``wav: Tensor[B, channels, T] -> codes: Tensor[B, n_q, ceil(T / hop_length)] -> wav: Tensor[B, channels,
     T]``, as :class:`s2slib.codec.model.Codec`. The codebooks are EMA buffers, not parameters.
@@ -193,15 +270,9 @@ class EncodecScratch(nn.Module):
 
     def __init__(self, config: EncodecScratchConfig | None = None):
         super().__init__()
-        from encodec.quantization import ResidualVectorQuantizer
-
         self.config = config or EncodecScratchConfig.paper()
-        c = self.config
-        self.encoder, self.decoder = _build_seanet(c)
-        self.quantizer = ResidualVectorQuantizer(dimension=c.dimension, n_q=c.n_q, bins=c.codebook_size,
-                                                 decay=c.ema_decay, kmeans_init=c.kmeans_iters > 0,
-                                                 kmeans_iters=c.kmeans_iters,
-                                                 threshold_ema_dead_code=c.dead_code_threshold)
+        self.encoder, self.decoder = _build_seanet(self.config)
+        self.quantizer = _build_quantizer(self.config)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -215,6 +286,11 @@ class EncodecScratch(nn.Module):
     @property
     def frame_rate(self) -> float:
         return self.config.frame_rate
+
+    @property
+    def label(self) -> str:
+        """What to call this model in tables and plots; says which quantizer it trains with."""
+        return LABELS[self.config.quantizer]
 
     def num_parameters(self, trainable_only: bool = True) -> int:
         """Number of parameters (the codebooks are EMA buffers and are not counted)."""
@@ -244,12 +320,15 @@ class EncodecScratch(nn.Module):
 
     def initialised_levels(self) -> int:
         """How many leading levels have their codebooks (k-means on the first batch that reached them)."""
-        done = [bool(layer._codebook.inited) for layer in self.quantizer.vq.layers]  # encodec's per-level flag
+        if self.config.quantizer == "course":
+            done = [bool(level.initialized) for level in self.quantizer.levels]
+        else:
+            done = [bool(layer._codebook.inited) for layer in self.quantizer.vq.layers]  # encodec's per-level flag
         return done.index(False) if False in done else len(done)
 
     def _training_depth(self, device: torch.device) -> int:
-        """Levels for this training batch: uniform in 1..n_q under quantizer dropout (EnCodec's random bandwidth),
-        else all; never more than one level that still needs its k-means initialisation.
+        """EnCodec's quantizer only: levels for this training batch, uniform in 1..n_q under quantizer dropout
+        (EnCodec's random bandwidth), else all; never more than one level that still needs its k-means initialisation.
 
         Why the cap: encodec initialises a codebook by k-means on the first batch that reaches it. With fewer frames
         in a batch than codebook entries (400 frames for 8 x 1 s at 50 frames/s, 1024 entries) k-means puts an
@@ -278,6 +357,8 @@ class EncodecScratch(nn.Module):
         self._check_wav(wav)
         n = self.config.n_q if n_q is None else self._check_n_q(n_q)
         latent = self.encoder(self._pad(wav))  # (B, D, F)
+        if self.config.quantizer == "course":
+            return self.quantizer.encode(latent.float(), n_q=n)  # (B, n_q, F)
         codes = self.quantizer.vq.encode(latent.float(), n_q=n)  # (n_q, B, F): encodec puts the levels first
         return codes.transpose(0, 1)  # (B, n_q, F)
 
@@ -293,7 +374,10 @@ class EncodecScratch(nn.Module):
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.config.codebook_size):
             raise ValueError(f"codes must lie in [0, {self.config.codebook_size}), got values in "
                              f"[{int(codes.min())}, {int(codes.max())}].")
-        latent_q = self.quantizer.decode(codes.long().transpose(0, 1))  # (n_q, B, F) -> (B, D, F)
+        if self.config.quantizer == "course":
+            latent_q = self.quantizer.decode(codes.long())  # (B, n_q, F) -> (B, D, F)
+        else:
+            latent_q = self.quantizer.decode(codes.long().transpose(0, 1))  # (n_q, B, F) -> (B, D, F)
         wav = self.decoder(latent_q)
         return wav if length is None else wav[..., :length]
 
@@ -301,13 +385,23 @@ class EncodecScratch(nn.Module):
         """Encode, quantize and decode ``wav: Tensor[B, channels, T]`` (the training pass).
 
         In training mode the codebooks are updated (k-means on a level's first batch, EMA, dead-code reset) and,
-        when ``n_q`` is None, quantizer dropout picks one number of levels for the whole batch
-        (:meth:`_training_depth`). Unlike the course codec, only the levels used run: ``codes`` is
-        ``(B, n_q_used, F)`` and the statistics of the other levels are zero.
+        when ``n_q`` is None, quantizer dropout picks the depth. With the course's quantizer this is the course
+        codec's pass: every level runs, ``codes`` is ``(B, n_q, F)`` and each example uses its own ``n_q_used``.
+        With EnCodec's, one number of levels is drawn for the whole batch (:meth:`_training_depth`) and only those
+        levels run: ``codes`` is ``(B, n_q_used, F)`` and the statistics of the other levels are zero.
         """
         self._check_wav(wav)
         length, n_levels = wav.shape[-1], self.config.n_q
         latent = self.encoder(self._pad(wav))  # (B, D, F)
+        if self.config.quantizer == "course":
+            n = None if n_q is None else self._check_n_q(n_q)
+            with torch.autocast(device_type=latent.device.type, enabled=False):  # codebooks in float32
+                q = self.quantizer(latent.float(), n)  # straight-through estimator inside
+            return CodecOutput(
+                wav_hat=self.decoder(q.z_q)[..., :length], codes=q.codes, latent=latent, latent_q=q.z_q,
+                vq_loss=q.vq_loss, commitment_loss=q.commitment_loss, n_q_used=q.n_q_used,
+                codebook_usage=q.usage, perplexity=q.perplexity,
+            )
         if n_q is not None:
             n = self._check_n_q(n_q)
         else:

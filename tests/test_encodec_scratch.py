@@ -6,6 +6,7 @@ a few steps on the speech that ``codec_manifests`` synthesizes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -27,6 +28,11 @@ def small_config(**kw) -> CodecTrainConfig:
                 log_every=1, val_max_s=1.0)
     base.update(kw)
     return CodecTrainConfig(**base)
+
+
+def tiny_encodec_quantizer() -> EncodecScratchConfig:
+    """The tiny preset with the encodec package's quantizer instead of the course's."""
+    return dataclasses.replace(EncodecScratchConfig.tiny(), quantizer="encodec")
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +75,64 @@ def test_paper_preset_has_encodecs_published_layers():
     assert shapes(ours.encoder) == shapes(published.encoder) and shapes(ours.decoder) == shapes(published.decoder)
 
 
-def test_training_pass_draws_one_depth_per_batch_and_passes_gradients():
+def test_presets_choose_the_quantizer_and_the_label_says_which():
+    assert EncodecScratchConfig.laptop().quantizer == EncodecScratchConfig.tiny().quantizer == "course"
+    assert EncodecScratchConfig.paper().quantizer == "encodec"  # the published recipe, for GPU runs
+    course, package = EncodecScratch(EncodecScratchConfig.tiny()), EncodecScratch(tiny_encodec_quantizer())
+    assert "course quantizer" in course.label and "EnCodec's quantizer" in package.label
+    assert all("pretrained" not in m.label and "24 kHz" not in m.label for m in (course, package))
+    assert course.num_parameters() == package.num_parameters()  # same encoder/decoder, codebooks are buffers
+    assert course.config.resolved_dead_code_threshold == 0.1 and package.config.resolved_dead_code_threshold == 2.0
+
+
+def test_course_quantizer_training_pass_runs_every_level_with_per_example_dropout():
     torch.manual_seed(0)
     model = EncodecScratch(EncodecScratchConfig.tiny()).train()
+    wav = torch.randn(8, 1, 4000) * 0.1
+    depths = set()
+    for _ in range(4):
+        out = model(wav)
+        assert out.codes.shape == (8, 4, 13) and out.codes.dtype == torch.int64  # (B, n_q, frames), all levels
+        assert out.n_q_used.shape == (8,) and out.wav_hat.shape == wav.shape and torch.isfinite(out.vq_loss)
+        depths.update(out.n_q_used.tolist())
+    assert len(depths) > 1  # quantizer dropout per example
+    assert model.initialised_levels() == 4  # the course RVQ fits every level's k-means on the first batch
+    out = model(wav, n_q=2)
+    assert (out.n_q_used == 2).all()
+    (out.wav_hat.square().mean() + out.vq_loss).backward()
+    assert model.encoder.model[0].conv.conv.weight_v.grad.abs().sum() > 0  # straight through the quantizer
+
+
+def test_course_quantizer_does_not_collapse_after_a_few_steps():
+    """Each level keeps several entries in use and every added level changes the reconstruction (encodec's quantizer
+    collapsed to one entry at level 1 at laptop scale, with the same output at every depth)."""
+    torch.manual_seed(0)
+    model = EncodecScratch(EncodecScratchConfig.tiny()).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(2)
+    t = torch.arange(8000) / 16000
+    for _ in range(6):
+        f0 = 100 + 200 * torch.rand(8, 1, 1, generator=g)  # (B, 1, 1) Hz
+        amp = 0.3 * torch.rand(8, 1, 1, generator=g)  # (B, 1, 1)
+        wav = amp * torch.sin(2 * torch.pi * f0 * t) + 0.05 * torch.randn(8, 1, 8000, generator=g)  # (B, 1, T)
+        out = model(wav)
+        loss = (out.wav_hat - wav).abs().mean() + out.vq_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.inference_mode():
+        codes = model.encode(wav)  # (B, n_q, F)
+        assert codes.shape == (8, 4, 25)
+        assert all(codes[:, i].unique().numel() > 1 for i in range(4))  # no level down to one entry
+        recon = [model.decode(codes[:, :n], length=8000) for n in range(1, 5)]
+    for a, b in zip(recon, recon[1:]):
+        assert not torch.equal(a, b)  # every added level changes the reconstruction (encodec's last level did not)
+
+
+def test_training_pass_draws_one_depth_per_batch_and_passes_gradients():
+    torch.manual_seed(0)
+    model = EncodecScratch(tiny_encodec_quantizer()).train()
     wav = torch.randn(3, 1, 4000) * 0.1
     depths = set()
     for _ in range(12):
@@ -88,6 +149,21 @@ def test_training_pass_draws_one_depth_per_batch_and_passes_gradients():
     assert model.encoder.model[0].conv.conv.weight_v.grad.abs().sum() > 0  # straight through the quantizer
 
 
+def test_a_batch_initialises_at_most_one_new_codebook():
+    """encodec fits a codebook by k-means on the first batch that reaches it; a level fitted on the same batch as the
+    level before it would see all-zero residuals (tiny batch: 26 frames for 64 entries) and collapse to one entry."""
+    torch.manual_seed(0)
+    model = EncodecScratch(tiny_encodec_quantizer()).train()
+    g = torch.Generator().manual_seed(1)
+    ready = [model.initialised_levels()]
+    for _ in range(12):
+        model(torch.randn(2, 1, 4000, generator=g) * 0.1)
+        ready.append(model.initialised_levels())
+    assert ready[0] == 0 and ready[-1] == 4 and all(b - a in (0, 1) for a, b in zip(ready, ready[1:]))
+    for level in model.quantizer.vq.layers:
+        assert level._codebook.embed.unique(dim=0).shape[0] > 1  # entries spread over the data, not one point
+
+
 def test_bad_input_gets_clear_errors(tiny):
     with pytest.raises(ValueError, match=r"wav.view\(1, 1, -1\)"):
         tiny.encode(torch.zeros(16000))
@@ -99,20 +175,34 @@ def test_bad_input_gets_clear_errors(tiny):
         EncodecScratchConfig.preset("huge")
     with pytest.raises(ValueError, match="codebook_size must be a power of two"):
         EncodecScratchConfig(codebook_size=1000)
+    with pytest.raises(ValueError, match="quantizer must be one of"):
+        EncodecScratchConfig(quantizer="dac")
 
 
-def test_config_round_trips_through_json():
-    cfg = EncodecScratchConfig.laptop()
+@pytest.mark.parametrize("name", ["laptop", "tiny", "paper"])
+def test_config_round_trips_through_json(name):
+    cfg = EncodecScratchConfig.preset(name)
     again = EncodecScratchConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and again.ratios == (8, 5, 4, 2)
     with pytest.raises(ValueError, match="unknown key"):
         EncodecScratchConfig.from_dict({**cfg.to_dict(), "strides": [4]})
 
 
+def test_a_config_saved_before_the_quantizer_field_rebuilds_encodecs_quantizer():
+    old = {k: v for k, v in EncodecScratchConfig.tiny().to_dict().items() if k != "quantizer"}
+    old["dead_code_threshold"] = 2.0  # what the old default wrote
+    cfg = EncodecScratchConfig.from_dict(old)
+    assert cfg.quantizer == "encodec" and cfg.n_q == 4
+    model = EncodecScratch(cfg)
+    assert model.label == "EnCodec encoder/decoder, trained here from scratch (EnCodec's quantizer)"
+    assert hasattr(model.quantizer, "vq")  # the encodec package's ResidualVectorQuantizer, as the checkpoint was
+
+
 def test_two_training_steps_write_a_checkpoint_that_reloads(codec_manifests, tmp_path):
     train, val = codec_manifests
     trainer = EncodecScratchTrainer(EncodecScratchConfig.tiny(), small_config(max_steps=2), train, val, tmp_path,
                                     device="cpu")
+    assert trainer.codec.config.quantizer == "course"
     history = trainer.fit(progress=False)
     assert trainer.step == 2 and history.series("loss_mel")[0] == [1, 2]
     assert np.isfinite(history.series("val_mel_distance")[1]).all()
@@ -186,6 +276,7 @@ def test_compare_command_line_takes_the_scratch_checkpoint(tmp_path, monkeypatch
 DDP_WORKER = """
 import sys
 from pathlib import Path
+import dataclasses
 import torch
 from s2slib.codec.train import CodecTrainConfig
 from s2slib.encodec_scratch import EncodecScratchConfig, EncodecScratchTrainer
@@ -193,7 +284,8 @@ from s2slib.encodec_scratch import EncodecScratchConfig, EncodecScratchTrainer
 train, val, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 cfg = CodecTrainConfig(max_steps=4, batch_size=2, segment_s=0.25, warmup_steps=1, val_every=0, val_items=1,
                        ckpt_every=2, log_every=1)
-trainer = EncodecScratchTrainer(EncodecScratchConfig.tiny(), cfg, train, val, out / "run", device="cpu")
+tiny = dataclasses.replace(EncodecScratchConfig.tiny(), quantizer="encodec")  # the per-batch depth broadcast
+trainer = EncodecScratchTrainer(tiny, cfg, train, val, out / "run", device="cpu")
 assert trainer.dist.world_size == 2, "expected to run under torchrun with two processes"
 depths = []
 forward = trainer.codec.forward
@@ -203,6 +295,7 @@ torch.save({"params": dict(trainer.codec.named_parameters()), "depths": depths},
 """
 
 
+@pytest.mark.slow
 def test_distributed_data_parallel_on_cpu(codec_manifests, tmp_path):
     """torchrun with two gloo processes: every batch runs the same number of levels on both ranks (else encodec's
     codebook broadcasts would hang), the weights stay in sync and rank 0 writes the model."""
@@ -225,4 +318,4 @@ def test_distributed_data_parallel_on_cpu(codec_manifests, tmp_path):
     assert a["depths"] == b["depths"] and len(a["depths"]) == 4
     for key in a["params"]:
         assert torch.allclose(a["params"][key], b["params"][key], atol=1e-6), key
-    assert load_encodec_scratch(tmp_path / "run" / "codec.pt").config == EncodecScratchConfig.tiny()
+    assert load_encodec_scratch(tmp_path / "run" / "codec.pt").config == tiny_encodec_quantizer()
