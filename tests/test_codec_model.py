@@ -557,3 +557,20 @@ def test_config_dicts_from_before_the_fixes_rebuild_their_own_model():
     new = CodecConfig.from_dict(CodecConfig.tiny().to_dict())
     assert (new.upsampler, new.quantizer_projection) == ("nearest", "orthogonal")
     Codec(cfg).load_state_dict(Codec(cfg).state_dict())  # builds
+
+
+def test_a_codec_loaded_under_inference_mode_caches_and_stays_right():
+    """Servers and benchmarks build models under ``torch.inference_mode`` (tensors without version counters): the
+    quantizer's caches (orthonormal bases, duplicate masks) must still be reused between calls and still follow new
+    weights loaded in place."""
+    reference = _prepared_codec(CodecConfig.fast50_tiny(), init_seconds=1.0)
+    wav = _speechlike(1, 16000, torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        codec = Codec(CodecConfig.fast50_tiny()).eval()
+        codec.encode(wav)  # caches built from the random weights
+        codec.load_state_dict(reference.state_dict())  # new values in the same storage
+        codes = codec.encode(wav)
+        level = codec.quantizer.levels[0]
+        basis = level.basis.basis()
+        assert level.basis.basis() is basis  # cached, not recomputed
+        assert torch.equal(codes, reference.encode(wav))

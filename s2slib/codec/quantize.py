@@ -49,6 +49,19 @@ def _broadcast_(*tensors: Tensor) -> None:
             dist.broadcast(t, src=0)
 
 
+def _tensor_key(t: Tensor) -> tuple:
+    """What identifies a tensor's current values for a cache: its storage and its version counter.
+
+    An inference tensor (a model built or loaded under ``torch.inference_mode``, as benchmarks and servers do) has no
+    version counter; its storage plus a checksum of its values stand in (a sum over a few thousand numbers costs
+    microseconds, against the milliseconds of recomputing what is cached).
+    """
+    try:
+        return t.data_ptr(), t._version
+    except RuntimeError:
+        return t.data_ptr(), float(t.double().sum()), float(t.double().abs().sum())
+
+
 def _squared_distances(x: Tensor, codebook: Tensor, metric: str = "euclidean") -> Tensor:
     """Squared distances (N, K), in float64, from each row of ``x`` (N, d) to each row of ``codebook`` (K, d).
 
@@ -123,10 +136,7 @@ class OrthonormalBasis(nn.Module):
         """
         if torch.is_grad_enabled() and self.weight.requires_grad:
             return self._qr()
-        try:
-            key = (self.weight.data_ptr(), self.weight._version)
-        except RuntimeError:  # an inference tensor (model built under inference_mode) has no version counter
-            return self._qr()
+        key = _tensor_key(self.weight)
         if getattr(self, "_cache_key", None) != key:
             with torch.no_grad():
                 self._cache = self._qr()
@@ -251,11 +261,8 @@ class VectorQuantizer(nn.Module):
         the lowest index win every tie. The mask is cached until the codebook changes (its version counter moves
         on every in-place update, including ``load_state_dict``).
         """
-        try:
-            key = (self.codebook.data_ptr(), self.codebook._version)
-        except RuntimeError:  # an inference tensor (model built under inference_mode) has no version counter
-            key = None
-        if key is None or key != self._duplicates_key:
+        key = _tensor_key(self.codebook)
+        if key != self._duplicates_key:
             K = self.codebook_size
             index = torch.arange(K, device=self.codebook.device)
             compared = F.normalize(self.codebook, dim=1) if self.metric == "cosine" else self.codebook  # (K, d)
