@@ -103,10 +103,14 @@ def _train(args) -> int:
         overrides["source_shares"] = {"samples-te": args.real_share}
     if gan:
         init = args.init or (run / "codec" / "codec.pt" if run else None)
-        if init is None:
-            print("error: train-gan starts from a trained codec: give --init CODEC.pt or --run RUN_DIR", file=sys.stderr)
-            return 2
-        codec_config = CodecConfig.from_dict(load_checkpoint(init, kind=("codec", "codec_train"))["codec_config"])
+        if init is not None:  # the architecture is the starting codec's
+            codec_config = CodecConfig.from_dict(load_checkpoint(init, kind=("codec", "codec_train"))["codec_config"])
+            if args.preset and CodecConfig.preset(args.preset) != codec_config:
+                print(f"error: --preset {args.preset} differs from the codec in {init}; leave --preset out",
+                      file=sys.stderr)
+                return 2
+        else:  # adversarial training from a fresh codec
+            codec_config = CodecConfig.preset(args.preset or "fast50")
         trainer = CodecGANTrainer(codec_config, GANTrainConfig(**overrides), train_manifest,
                                   val_manifest, out, device=args.device, init_from=init)
     else:
@@ -132,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         tr.add_argument("--train-manifest")
         tr.add_argument("--val-manifest")
         tr.add_argument("--out", help=f"output folder (default: RUN/{'codec_gan' if gan else 'codec'})")
-        if not gan:  # train-gan takes the architecture of the codec it starts from
-            tr.add_argument("--preset", default="fast50",
-                            help="codec preset: fast50 (codec v2), fast50_gpu, fast50_tiny, or the seed design's "
-                                 "seed, seed_50hz, laptop, tiny")
+        tr.add_argument("--preset", default=None if gan else "fast50",
+                        help="codec preset: fast50 (codec v2), fast50_gpu, fast50_tiny, or the seed design's seed, "
+                             "seed_50hz, laptop, tiny" + (" (train-gan: only without --init; by default the "
+                                                          "architecture of the codec it starts from)" if gan else ""))
         tr.add_argument("--no-augment", dest="augment", action="store_false",
                         help="train on the crops as recorded (default: the augmentation chain of notebook 02)")
         tr.add_argument("--real-share", type=float, default=0.25,
