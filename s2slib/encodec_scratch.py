@@ -63,7 +63,7 @@ from torch import Tensor, nn
 
 from s2slib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from s2slib.codec.config import dataclass_from_dict
-from s2slib.codec.model import CodecOutput
+from s2slib.codec.model import CodecOutput, FramedCodec
 from s2slib.codec.train import CodecTrainer
 from s2slib.metrics import bitrate_kbps, codebook_usage
 
@@ -256,7 +256,7 @@ def _build_quantizer(config: EncodecScratchConfig) -> nn.Module:
                                    threshold_ema_dead_code=c.resolved_dead_code_threshold)
 
 
-class EncodecScratch(nn.Module):
+class EncodecScratch(FramedCodec):
     """EnCodec's encoder and decoder (built by the ``encodec`` package) around a residual VQ, behind the course codec's
     API.
 
@@ -276,25 +276,9 @@ class EncodecScratch(nn.Module):
 
     # ------------------------------------------------------------------ helpers
     @property
-    def hop_length(self) -> int:
-        return self.config.hop_length
-
-    @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def frame_rate(self) -> float:
-        return self.config.frame_rate
-
-    @property
     def label(self) -> str:
         """What to call this model in tables and plots; says which quantizer it trains with."""
         return LABELS[self.config.quantizer]
-
-    def num_parameters(self, trainable_only: bool = True) -> int:
-        """Number of parameters (the codebooks are EMA buffers and are not counted)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def _check_wav(self, wav: Tensor) -> None:
         channels = self.config.channels

@@ -164,7 +164,31 @@ class CodecOutput:
     perplexity: Tensor
 
 
-class Codec(nn.Module):
+class FramedCodec(nn.Module):
+    """What every codec of the course exposes from its ``config`` (``sample_rate``, ``hop_length``, ``frame_rate``):
+    the properties and the parameter count, written once for :class:`Codec` and for the baselines trained through
+    the same loop (:class:`s2slib.encodec_scratch.EncodecScratch`)."""
+
+    config: object
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.frame_rate
+
+    def num_parameters(self, trainable_only: bool = True) -> int:
+        """Number of parameters (codebooks are EMA buffers, not parameters, and are not counted)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+class Codec(FramedCodec):
     """Streaming neural audio codec: :class:`Encoder`, :class:`ResidualVectorQuantizer`, :class:`Decoder`.
 
     Parameters
@@ -189,22 +213,6 @@ class Codec(nn.Module):
         self.decoder = FrameDecoder(self.config) if stft else Decoder(self.config)
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def hop_length(self) -> int:
-        return self.config.hop_length
-
-    @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def frame_rate(self) -> float:
-        return self.config.frame_rate
-
-    def num_parameters(self, trainable_only: bool = True) -> int:
-        """Number of parameters (codebooks are EMA buffers, not parameters, and are not counted)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
     def _check_wav(self, wav: Tensor) -> None:
         if not isinstance(wav, Tensor):
             raise TypeError(
