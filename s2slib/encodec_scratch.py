@@ -61,10 +61,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from s2slib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from s2slib.codec.config import dataclass_from_dict
 from s2slib.codec.model import CodecOutput, FramedCodec
-from s2slib.codec.train import CodecTrainer
+from s2slib.codec.train import CodecTrainer, export_codec, load_model
 from s2slib.metrics import bitrate_kbps, codebook_usage
 
 NORMS = ("weight_norm", "none")
@@ -415,19 +414,13 @@ class EncodecScratch(FramedCodec):
 
 def export_encodec_scratch(model: EncodecScratch, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Save the model alone (weights + config) as an ``encodec_scratch`` checkpoint."""
-    state = {"codec_config": model.config.to_dict(), "model": model.state_dict(), **(extra or {})}
-    return save_checkpoint(path, state, kind=KIND)
+    return export_codec(model, path, extra, kind=KIND)
 
 
 def load_encodec_scratch(path: str | Path, device: str | torch.device = "cpu") -> EncodecScratch:
     """The model in eval mode from its ``codec.pt`` (or a full training ``checkpoint.pt``), rebuilt from its config."""
-    state = load_checkpoint(path, kind=(KIND, EncodecScratchTrainer.kind), map_location=device)
-    try:
-        model = EncodecScratch(EncodecScratchConfig.from_dict(state["codec_config"]))
-        model.load_state_dict(state["model"])
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: the weights do not fit the stored EnCodec configuration ({exc}).") from exc
-    return model.to(device).eval()
+    return load_model(path, (KIND, EncodecScratchTrainer.kind), EncodecScratch, EncodecScratchConfig,
+                      "EnCodec", device)
 
 
 class EncodecScratchTrainer(CodecTrainer):

@@ -43,3 +43,31 @@ def codec_manifests(tmp_path_factory):
         sf.write(path, wav, 16000, subtype="PCM_16")
         utts.append(Utterance(f"u{i}", str(path), len(wav) / 16000, 16000, voice, line, "test"))
     return write_manifest(root / "train.jsonl", utts[:6]), write_manifest(root / "val.jsonl", utts[6:])
+
+
+def _check_exact_resume(make_trainer, root, stop_after: int) -> None:
+    """Train straight through in ``root/a``; in ``root/b`` stop after ``stop_after`` steps (as if killed right after
+    that checkpoint), build the trainer again and finish. ``make_trainer(out_dir)`` builds a trainer; the two runs
+    must end with identical weights, codebooks and EMA statistics, and identical logs (but for wall times)."""
+    import torch
+
+    straight = make_trainer(root / "a")
+    straight.fit(progress=False)
+    first = make_trainer(root / "b")
+    first.fit(progress=False, stop_after=stop_after)
+    del first
+    resumed = make_trainer(root / "b")
+    assert resumed.step == stop_after
+    resumed.fit(progress=False)
+    a, b = straight.codec.state_dict(), resumed.codec.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(straight.history.rows) == strip(resumed.history.rows)
+
+
+@pytest.fixture
+def check_exact_resume():
+    """:func:`_check_exact_resume`, for the tests of every trainer built on the course's codec trainer."""
+    return _check_exact_resume

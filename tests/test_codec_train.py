@@ -50,23 +50,10 @@ def test_training_reduces_loss_and_writes_outputs(codec_manifests, tmp_path):
     assert codec.config == CodecConfig.tiny() and not codec.training
 
 
-def test_resume_is_exact(codec_manifests, tmp_path):
+def test_resume_is_exact(codec_manifests, tmp_path, check_exact_resume):
     train, val = codec_manifests
-    straight = CodecTrainer(CodecConfig.tiny(), small_config(), train, val, tmp_path / "a", device="cpu")
-    straight.fit(progress=False)
-
-    first = CodecTrainer(CodecConfig.tiny(), small_config(), train, val, tmp_path / "b", device="cpu")
-    first.fit(progress=False, stop_after=3)  # stopped after the step-3 checkpoint, as if killed there
-    del first
-    resumed = CodecTrainer(CodecConfig.tiny(), small_config(), train, val, tmp_path / "b", device="cpu")
-    assert resumed.step == 3
-    resumed.fit(progress=False)
-    a, b = straight.codec.state_dict(), resumed.codec.state_dict()
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key  # identical weights, codebooks and EMA statistics
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(straight.history.rows) == strip(resumed.history.rows)
+    check_exact_resume(lambda out: CodecTrainer(CodecConfig.tiny(), small_config(), train, val, out, device="cpu"),
+                       tmp_path, stop_after=3)
 
 
 def test_bad_checkpoints_get_clear_errors(codec_manifests, tmp_path):

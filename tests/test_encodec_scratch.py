@@ -218,24 +218,10 @@ def test_two_training_steps_write_a_checkpoint_that_reloads(codec_manifests, tmp
         EncodecScratchTrainer(CodecConfig.tiny(), small_config(), train, val, tmp_path / "other", device="cpu")
 
 
-def test_resume_is_exact(codec_manifests, tmp_path):
+def test_resume_is_exact(codec_manifests, tmp_path, check_exact_resume):
     train, val = codec_manifests
-    cfg = EncodecScratchConfig.tiny()
-    straight = EncodecScratchTrainer(cfg, small_config(), train, val, tmp_path / "a", device="cpu")
-    straight.fit(progress=False)
-
-    first = EncodecScratchTrainer(cfg, small_config(), train, val, tmp_path / "b", device="cpu")
-    first.fit(progress=False, stop_after=2)  # stopped after the step-2 checkpoint, as if killed there
-    del first
-    resumed = EncodecScratchTrainer(cfg, small_config(), train, val, tmp_path / "b", device="cpu")
-    assert resumed.step == 2
-    resumed.fit(progress=False)
-    a, b = straight.codec.state_dict(), resumed.codec.state_dict()
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key  # identical weights, codebooks and EMA statistics
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(straight.history.rows) == strip(resumed.history.rows)
+    check_exact_resume(lambda out: EncodecScratchTrainer(EncodecScratchConfig.tiny(), small_config(), train, val, out,
+                                                         device="cpu"), tmp_path, stop_after=2)
 
 
 def test_compare_measures_the_scratch_encodec_at_every_depth(tiny):

@@ -117,10 +117,11 @@ class ISTFTHead(Streamable):
     def in_channels(self) -> int:
         return (2 if self.phase == "absolute" else 3) * self.n_bins
 
-    def _phase(self, x: Tensor, start: int, carried: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Phases ``Tensor[B, K, F]`` of frames ``start .. start + F - 1`` and the integrated phase to carry on."""
+    def _phase(self, x: Tensor, start: int, carried: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Phases ``Tensor[B, K, F]`` of frames ``start .. start + F - 1`` and the integrated phase to carry on
+        (``carried`` unchanged for absolute phase)."""
         if self.phase == "absolute":
-            return x[:, self.n_bins:], x.new_zeros(0)
+            return x[:, self.n_bins:], carried
         delta, offset = x[:, self.n_bins: 2 * self.n_bins], x[:, 2 * self.n_bins:]  # (B, K, F) each
         # integrate the predicted deviation from each bin's centre frequency, in float64 and wrapped, so offline and
         # streaming sums agree to ~1e-12 rad whatever the chunking
@@ -132,11 +133,11 @@ class ISTFTHead(Streamable):
         centre = torch.remainder(self.bin_advance[:, None] * frames[None, :], 2 * torch.pi)  # (K, F)
         return (total + centre[None] + offset.double()).float(), total[..., -1]
 
-    def _frames(self, x: Tensor, start: int = 0, carried: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _frames(self, x: Tensor, start: int = 0, carried: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """``x: Tensor[B, in_channels, F]`` -> windowed time frames ``Tensor[B, n_fft, F]`` and the carried phase."""
         x = x.float()
         log_mag = x[:, : self.n_bins]  # (B, K, F)
-        phase, carry = self._phase(x, start, carried)
+        phase, carry = self._phase(x, start, carried)  # (B, K, F)
         mag = log_mag.clamp(max=MAX_LOG_MAG).exp()
         spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))  # (B, K, F)
         frames = torch.fft.irfft(spec, n=self.n_fft, dim=1, norm="ortho")  # (B, n_fft, F)
@@ -170,7 +171,7 @@ class ISTFTHead(Streamable):
         y = torch.cat([y[:, : tail.shape[-1]] + tail, y[:, tail.shape[-1]:]], dim=-1)  # add what earlier frames left
         done, tail = y[:, : n * self.hop], y[:, n * self.hop:]  # final samples; the rest awaits later frames
         drop = min(to_drop, done.shape[-1])
-        return done[:, None, drop:], (tail, to_drop - drop, done_frames + n, carry if carry.numel() else phase)
+        return done[:, None, drop:], (tail, to_drop - drop, done_frames + n, carry)
 
     def finish(self, state: tuple) -> Tensor:
         """The samples still pending at the end of a stream, as an offline decode ends: ``Tensor[B, 1, n_fft - hop]``

@@ -89,21 +89,29 @@ class CodecTrainConfig:
         return cfg
 
 
+def load_model(path: str | Path, kinds: tuple[str, ...], model_cls: type, config_cls: type, what: str = "codec",
+               device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A model in eval mode from a checkpoint of one of ``kinds``: ``model_cls(config_cls.from_dict(config))`` with
+    the stored weights; a checkpoint whose weights do not fit its config is a :class:`CheckpointError`."""
+    state = load_checkpoint(path, kind=kinds, map_location=device)
+    try:
+        model = model_cls(config_cls.from_dict(state["codec_config"]))
+        model.load_state_dict(state["model"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the weights do not fit the stored {what} configuration ({exc}).") from exc
+    return model.to(device).eval()
+
+
 def load_codec(path: str | Path, device: str | torch.device = "cpu") -> Codec:
     """A codec in eval mode from ``codec.pt`` (or from a full ``checkpoint.pt``), rebuilt from its stored config."""
-    state = load_checkpoint(path, kind=("codec", "codec_train", "codec_gan_train"), map_location=device)
-    try:
-        codec = Codec(CodecConfig.from_dict(state["codec_config"]))
-        codec.load_state_dict(state["model"])
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: the weights do not fit the stored codec configuration ({exc}).") from exc
-    return codec.to(device).eval()
+    return load_model(path, ("codec", "codec_train", "codec_gan_train"), Codec, CodecConfig, "codec", device)
 
 
-def export_codec(codec: Codec, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Save the model alone (weights + config) as a ``codec`` checkpoint."""
+def export_codec(codec: torch.nn.Module, path: str | Path, extra: dict[str, Any] | None = None,
+                 kind: str = "codec") -> Path:
+    """Save the model alone (weights + config) as a checkpoint of ``kind``."""
     state = {"codec_config": codec.config.to_dict(), "model": codec.state_dict(), **(extra or {})}
-    return save_checkpoint(path, state, kind="codec")
+    return save_checkpoint(path, state, kind=kind)
 
 
 def validation_set(manifest: str | Path, n_items: int, max_s: float, sample_rate: int) -> list[np.ndarray]:
