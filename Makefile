@@ -1,5 +1,6 @@
 # The course in two commands:
-#   make course   create .venv if missing, install, run every notebook headless (PROFILE=smoke|laptop|gpu)
+#   make course   create .venv if missing, install, run every notebook headless (PROFILE=smoke|laptop|gpu;
+#                 ARGS=--dry-run: the profile's sizes with a few steps each, to check memory before a GPU pod)
 #   make test     create .venv if missing, install, run the test suite and the notebooks under nbval
 # Also: make lab (JupyterLab on notebooks/), make list (notebooks and parameters), make strip (clear notebook
 # outputs before a commit), make clean.

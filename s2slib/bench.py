@@ -2,6 +2,8 @@
 
     python -m s2slib.bench codec [--preset fast50] [--checkpoint C] [--seconds 10] [--threads 1] [--repeats 3]
                                  [--no-fold]
+    python -m s2slib.bench s2s [--model runs/laptop/s2s_pretrain/s2s.pt] [--codec runs/laptop/codec/codec.pt]
+                               [--prompt-seconds 3] [--answer-seconds 4] [--threads 2] [--repeats 3]
 
 ``codec`` prints one JSON object: for the course codec and for EnCodec 24 kHz (the architecture of the ``encodec``
 package, measured in the same run on the same machine), the parameter count and the offline encode and decode time
@@ -17,6 +19,15 @@ the S2S stages use; ``--preset seed`` times the seed design.
 
 Speed does not depend on the weights, so both models run with random weights unless ``--checkpoint`` is given;
 EnCodec's are always random here (labelled so), because this measures time, not quality.
+
+``s2s`` prints one JSON object for the laptop-size S2S model answering a prompt through the streaming codec decoder
+on the CPU: ``first_audio_ms`` (from the end of the input speech, its codes in hand, to the first decoded answer
+audio: the encoder pass, the decoder steps the delay pattern needs before a frame is complete, and the codec's
+decode), ``frames_per_s`` (decoder frames per second of compute), ``rtf`` (generation plus decoding time over the
+answer's duration) and ``params``. It uses the trained model and codec of the laptop run when they exist (or the
+paths given), else random weights, and says which; the answer is forced to ``--answer-seconds`` so every repeat
+times the same work. The input's own encoding is not in ``first_audio_ms``: the streaming encoder turns the
+question into codes while it is being spoken (its step time is ``bench codec``'s).
 """
 
 from __future__ import annotations
@@ -162,6 +173,87 @@ def bench_codec(preset: str = "fast50", checkpoint: str | None = None, seconds: 
     }
 
 
+def _default_artifact(rel: str) -> str | None:
+    """``runs/laptop/<rel>`` (under ``$S2S_RUNS_DIR`` when set) if a laptop run wrote it."""
+    from s2slib import paths
+
+    path = paths.runs_dir() / "laptop" / rel
+    return str(path) if path.is_file() else None
+
+
+@torch.inference_mode()
+def bench_s2s(model_path: str | None = None, codec_path: str | None = None, prompt_s: float = 3.0,
+              answer_s: float = 4.0, threads: int = 2, repeats: int = 3) -> dict:
+    """The S2S model's answer latency and speed on the CPU; see the module docstring."""
+    from s2slib.codec.config import CodecConfig
+    from s2slib.codec.layers import fold_weight_norm
+    from s2slib.codec.model import Codec
+    from s2slib.codec.train import load_codec
+    from s2slib.s2s.config import S2SConfig
+    from s2slib.s2s.generate import SamplingConfig, generate_frames, generate_streaming
+    from s2slib.s2s.model import S2SModel
+    from s2slib.s2s.train import load_s2s
+
+    torch.set_num_threads(threads)
+    model_path = model_path or _default_artifact("s2s_pretrain/s2s.pt")
+    codec_path = codec_path or _default_artifact("codec/codec.pt")
+    codec = load_codec(codec_path) if codec_path else Codec(CodecConfig.fast50()).eval()
+    codec_params = codec.num_parameters()
+    codec = fold_weight_norm(codec).eval()
+    cfg = codec.config
+    if model_path:
+        model = load_s2s(model_path)
+    else:
+        torch.manual_seed(0)
+        model = S2SModel(S2SConfig.laptop(n_q=cfg.n_q, codebook_size=cfg.codebook_size,
+                                          frame_rate=cfg.frame_rate)).eval()
+    if (model.config.n_q, model.config.codebook_size) != (cfg.n_q, cfg.codebook_size):
+        raise ValueError(f"the model reads {model.config.n_q} x {model.config.codebook_size} codes but the codec "
+                         f"makes {cfg.n_q} x {cfg.codebook_size}; give the codec the model was trained with (--codec)")
+    wav = torch.from_numpy(speech(prompt_s, cfg.sample_rate)).view(1, 1, -1)
+    src = codec.encode(wav)  # (1, n_q, S): the question, encoded while it was spoken
+    frames = int(round(answer_s * model.config.frame_rate))
+    sampling = SamplingConfig(max_frames=frames, min_frames=frames, seed=0)  # a fixed amount of work per repeat
+
+    first, total, gen = [], [], []
+    for _ in range(repeats + 1):  # the first round warms up
+        t0 = time.perf_counter()
+        t_first, samples = None, 0
+        for chunk in generate_streaming(model, codec, src, None, None, sampling):
+            if t_first is None:
+                t_first = time.perf_counter() - t0
+            samples += len(chunk)
+        total.append(time.perf_counter() - t0)
+        first.append(t_first)
+        t0 = time.perf_counter()
+        n = sum(1 for _ in generate_frames(model, src, None, None, sampling))
+        gen.append(time.perf_counter() - t0)
+    first, total, gen = first[1:], total[1:], gen[1:]
+    audio_s = samples / cfg.sample_rate
+    return {
+        "benchmark": "s2s",
+        "first_audio_ms": 1000 * statistics.median(first),
+        "frames_per_s": n / statistics.median(gen),
+        "rtf": statistics.median(total) / audio_s,
+        "params": model.num_parameters(),
+        "model": f"S2S checkpoint {model_path}" if model_path else "S2S laptop preset (random weights: timing only)",
+        "codec": f"course codec {codec_path}" if codec_path else "course codec fast50 (random weights: timing only)",
+        "codec_params": codec_params,
+        "n_q": model.config.n_q,
+        "frame_rate": model.config.frame_rate,
+        "tokens_per_s": model.config.n_q * model.config.frame_rate,
+        "decoder_steps_per_s_of_audio": model.config.frame_rate,
+        "ms_per_decoder_step": 1000 * statistics.median(gen) / (n + model.config.n_q - 1),
+        "prompt_seconds": round(src.shape[-1] / cfg.frame_rate, 3),
+        "answer_seconds": round(audio_s, 3),
+        "threads": threads,
+        "repeats": repeats,
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m s2slib.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,8 +266,19 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--repeats", type=int, default=3, help="timed repetitions; the fastest counts")
     c.add_argument("--no-fold", dest="fold", action="store_false",
                    help="time the model with weight norm recomputed on every call, as in training")
+    s = sub.add_parser("s2s", help="the S2S model's answer latency and speed, on the CPU")
+    s.add_argument("--model", help="s2s.pt (default: the laptop run's, else random weights)")
+    s.add_argument("--codec", help="codec.pt (default: the laptop run's, else random weights)")
+    s.add_argument("--prompt-seconds", type=float, default=3.0, help="length of the spoken input")
+    s.add_argument("--answer-seconds", type=float, default=4.0, help="length of the answer (forced)")
+    s.add_argument("--threads", type=int, default=2, help="CPU threads (the targets are stated for this 2-core machine)")
+    s.add_argument("--repeats", type=int, default=3, help="timed repetitions; the median counts")
     args = parser.parse_args(argv)
-    result = bench_codec(args.preset, args.checkpoint, args.seconds, args.threads, args.repeats, args.fold)
+    if args.command == "s2s":
+        result = bench_s2s(args.model, args.codec, args.prompt_seconds, args.answer_seconds, args.threads,
+                           args.repeats)
+    else:
+        result = bench_codec(args.preset, args.checkpoint, args.seconds, args.threads, args.repeats, args.fold)
     print(json.dumps(result, indent=2))
     return 0
 

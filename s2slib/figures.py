@@ -2,8 +2,8 @@
 
 ``save_figure(fig, "02_codec_loss", run)`` writes ``<run>/figures/02_codec_loss.png`` and publishes the same file
 to the repository's ``figures/`` (or ``$S2S_FIGURES_DIR``), so the README and the course pages always show the latest
-figure of each name. Smoke runs (a few training steps, used by CI) only write into their run directory: their
-figures say nothing and must not replace the published ones.
+figure of each name. Smoke runs (a few training steps, used by CI) and dry runs (full-size models, a few steps) only
+write into their run directory: their figures say nothing and must not replace the published ones.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def save_figure(fig, name: str, run: RunDir | None = None, dpi: int = 110) -> Pa
     """
     if not _NAME.match(name):
         raise ValueError(f"figure name {name!r} must be letters, digits, '_', '-' or '.', without a folder or suffix")
-    publish = run is None or run.profile != "smoke"
+    publish = run is None or (run.profile != "smoke" and not run.dry_run)
     first = (run.figures_dir if run is not None else paths.figures_dir()) / f"{name}.png"
     with atomic.atomic_path(first) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")

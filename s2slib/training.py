@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 
 from s2slib import atomic
+from s2slib.checkpoint import rng_state, set_rng_state
+from s2slib.runtime import seed_everything
 
 
 @dataclass(frozen=True)
@@ -112,3 +114,31 @@ class History:
         """``(steps, values)`` of every logged row that has ``key``."""
         rows = [r for r in self.rows if key in r]
         return [r["step"] for r in rows], [r[key] for r in rows]
+
+
+def gather_rng_states(info: DistInfo) -> list[dict[str, Any]] | None:
+    """Every process's random generators, gathered on rank 0 (``None`` elsewhere; every rank must call it).
+
+    Ranks draw different numbers (dropout, quantizer dropout, dead-code resets), so rank 0's state alone cannot
+    resume the others exactly: a checkpoint stores one state per rank.
+    """
+    mine = rng_state()
+    if not info.enabled:
+        return [mine]
+    states = [None] * info.world_size if info.is_main else None
+    dist.gather_object(mine, states, dst=0)
+    return states
+
+
+def restore_rng_states(state: dict[str, Any], info: DistInfo, seed: int, step: int) -> bool:
+    """Restore this rank's generators from a checkpoint's ``rng_ranks`` (or ``rng``); True when the resume is exact.
+
+    A checkpoint saved by another number of processes cannot continue each stream: the run goes on with fresh
+    per-rank streams seeded from ``seed`` and ``step`` (and this returns False).
+    """
+    ranks = state.get("rng_ranks", [state["rng"]])
+    if len(ranks) == info.world_size:
+        set_rng_state(ranks[info.rank])
+        return True
+    seed_everything(seed + 1000 * step + info.rank)
+    return False

@@ -32,3 +32,22 @@ def test_codec_benchmark_reports_both_codecs(preset, flags, frame_ms, latency_ms
         ours["encode_rtf"] + ours["decode_rtf"])
     assert abs(ratio - result["speedup_vs_encodec"]) < 1e-9
 
+
+
+def test_s2s_benchmark_reports_latency_and_labels_random_weights(tmp_path, monkeypatch):
+    from s2slib.bench import main
+
+    monkeypatch.setenv("S2S_RUNS_DIR", str(tmp_path))  # no laptop run there: random weights, said so
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["s2s", "--prompt-seconds", "0.5", "--answer-seconds", "0.3", "--threads", "1",
+                     "--repeats", "1"]) == 0
+    result = json.loads(out.getvalue())
+    assert result["benchmark"] == "s2s" and "random weights" in result["model"] and "random" in result["codec"]
+    assert result["first_audio_ms"] > 0 and result["frames_per_s"] > 0 and result["rtf"] > 0
+    assert result["params"] > 1_000_000  # the laptop size, as the issue states it
+    assert result["answer_seconds"] == pytest.approx(0.3, abs=0.021)  # forced length: same work every repeat
+    assert result["tokens_per_s"] == result["n_q"] * result["frame_rate"]

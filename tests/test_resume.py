@@ -122,9 +122,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(*args: str) -> list[str]:
+def torchrun(*args: str, worker: str = "ddp_codec_worker.py") -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-            "--master_port", str(free_port()), str(ROOT / "tests" / "ddp_codec_worker.py"), *args]
+            "--master_port", str(free_port()), str(ROOT / "tests" / worker), *args]
 
 
 def run(cmd: list[str]) -> None:
@@ -158,6 +158,29 @@ def test_killed_ddp_run_resumes_bit_identical(codec_manifests, tmp_path):
     assert_identical(load_checkpoint(straight / "run" / "checkpoint.pt"),
                      load_checkpoint(killed / "run" / "checkpoint.pt"))
     for r in (0, 1):  # and what each rank holds in memory at the end
+        assert_identical(torch.load(straight / f"final_rank{r}.pt", weights_only=True),
+                         torch.load(killed / f"final_rank{r}.pt", weights_only=True), f"rank{r}")
+    assert training_log(straight / "run") == training_log(killed / "run")
+
+
+@pytest.mark.slow
+@linux_only
+def test_killed_ddp_s2s_pretraining_resumes_bit_identical(tmp_path):
+    """The S2S trainer under torchrun (two gloo processes, dropout on), killed after a checkpoint and resumed, ends
+    exactly where an uninterrupted run ends: checkpoint, each rank's weights and optimizer, and the log."""
+    steps, worker = 8, "ddp_s2s_worker.py"
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run(torchrun(str(straight), str(steps), worker=worker))
+    first = [torch.load(straight / f"first_batch_rank{r}_step0.pt", weights_only=True) for r in (0, 1)]
+    assert not torch.equal(first[0], first[1])  # the ranks draw different examples
+
+    saved = kill_after_checkpoint(torchrun(str(killed), str(steps), "--step-delay", "0.3", worker=worker),
+                                  killed / "run" / "checkpoint.pt", 2, tmp_path / "killed.log")
+    assert 2 <= saved < steps and not (killed / "final_rank0.pt").exists()
+    run(torchrun(str(killed), str(steps), worker=worker))
+    assert_identical(load_checkpoint(straight / "run" / "checkpoint.pt"),
+                     load_checkpoint(killed / "run" / "checkpoint.pt"))
+    for r in (0, 1):
         assert_identical(torch.load(straight / f"final_rank{r}.pt", weights_only=True),
                          torch.load(killed / f"final_rank{r}.pt", weights_only=True), f"rank{r}")
     assert training_log(straight / "run") == training_log(killed / "run")

@@ -31,14 +31,15 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from s2slib import metrics
-from s2slib.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from s2slib.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint
 from s2slib.codec.config import CodecConfig, dataclass_from_dict
 from s2slib.codec.losses import ReconstructionLoss, ReconstructionLossConfig
 from s2slib.codec.model import Codec
 from s2slib.data.augment import AugmentConfig
 from s2slib.data.loader import CropSampler, load_utterances, read_crop, step_batches
 from s2slib.runtime import pick_device, seed_everything
-from s2slib.training import History, autocast, cosine_with_warmup, needs_grad_scaler, setup_distributed
+from s2slib.training import (History, autocast, cosine_with_warmup, gather_rng_states, needs_grad_scaler,
+                              restore_rng_states, setup_distributed)
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "codec.pt"
@@ -248,28 +249,14 @@ class CodecTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
-        ranks = state.get("rng_ranks", [state["rng"]])
-        if len(ranks) == self.dist.world_size:
-            set_rng_state(ranks[self.dist.rank])  # each process continues its own random stream: an exact resume
-        else:  # saved by another number of processes: fresh per-rank streams (the run goes on, but not bit-exact)
-            seed_everything(self.cfg.seed + 1000 * self.step + self.dist.rank)
+        restore_rng_states(state, self.dist, self.cfg.seed, self.step)  # each process continues its own stream
 
     def save(self) -> Path | None:
         """Write ``checkpoint.pt`` (rank 0 writes; under DDP every rank must call it); returns its path."""
-        rngs = self._gather_rng_states()
+        rngs = gather_rng_states(self.dist)
         if not self.dist.is_main:
             return None
         return save_checkpoint(self.out_dir / CHECKPOINT, {**self._state(), "rng_ranks": rngs}, kind=self.kind)
-
-    def _gather_rng_states(self) -> list[dict[str, Any]] | None:
-        """Every process's generators, gathered on rank 0 (``None`` elsewhere): quantizer dropout and dead-code
-        resets draw different numbers on each rank, so rank 0's state alone cannot resume the others exactly."""
-        mine = rng_state()
-        if not self.dist.enabled:
-            return [mine]
-        states = [None] * self.dist.world_size if self.dist.is_main else None
-        torch.distributed.gather_object(mine, states, dst=0)
-        return states
 
     # ------------------------------------------------------------------ training
     def train_step(self, wav: torch.Tensor) -> dict[str, float]:
