@@ -112,6 +112,7 @@ class EncodecCodec:
                  sample_rate: int = 16000):
         self.model = model.eval()
         self.pretrained = pretrained
+        self.weights_path: Path | None = None  # the checkpoint file, when loaded from one (load_encodec)
         self.weights_source = weights_source or ("pretrained" if pretrained else "untrained (timing only)")
         self.sample_rate = sample_rate
         self.set_bandwidth(bandwidth)
@@ -182,7 +183,9 @@ def load_encodec(weights: str | os.PathLike | None = None, download: bool = True
         model.load_state_dict(state)
     except Exception as exc:
         raise WeightsUnavailable(f"{path} could not be loaded as EnCodec 24 kHz weights ({exc}).") from exc
-    return EncodecCodec(model, bandwidth, pretrained=True, weights_source=how, sample_rate=sample_rate)
+    codec = EncodecCodec(model, bandwidth, pretrained=True, weights_source=how, sample_rate=sample_rate)
+    codec.weights_path = path  # what a token cache fingerprints
+    return codec
 
 
 def load_audio_codec(kind: str, checkpoint: str | os.PathLike | None = None, encodec_weights=None,

@@ -97,8 +97,8 @@ class ContinuationTask:
     """How stage 1 cuts utterances into prompt and continuation (lengths in frames)."""
 
     min_prompt: int = 25  # 0.5 s at 50 Hz
-    max_prompt: int = 150  # 3 s
-    max_continuation: int = 200  # 4 s; a longer rest is cropped (and then has no EOS)
+    max_prompt: int = 100  # 2 s
+    max_continuation: int = 125  # 2.5 s; a longer rest is cropped (and then has no EOS)
     unprompted_share: float = 0.2  # examples with an empty prompt
     drop_speaker: float = 0.3  # probability that the speaker label is withheld (row 0)
     drop_emotion: float = 0.3
