@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 
 from s2slib import atomic
-from s2slib.checkpoint import rng_state, set_rng_state
-from s2slib.runtime import seed_everything
+from s2slib.checkpoint import load_checkpoint, rng_state, set_rng_state
+from s2slib.runtime import pick_device, seed_everything
 
 
 @dataclass(frozen=True)
@@ -142,3 +142,55 @@ def restore_rng_states(state: dict[str, Any], info: DistInfo, seed: int, step: i
         return True
     seed_everything(seed + 1000 * step + info.rank)
     return False
+
+
+@dataclass
+class RunStart:
+    """Where a trainer starts: its device, its place in the job, its output folder and the checkpoint it resumes
+    (``None`` for a fresh run)."""
+
+    device: torch.device
+    dist: DistInfo
+    out_dir: Path
+    state: dict[str, Any] | None
+
+
+def start_run(device: str, out_dir: str | os.PathLike, seed: int, checkpoint_name: str, kind: str,
+              resume: bool = True) -> RunStart:
+    """What every trainer does first: pick the device, join the ``torchrun`` job if any (each rank on its own GPU),
+    create ``out_dir``, seed this rank's generators, and load ``out_dir/checkpoint_name`` (a checkpoint of ``kind``)
+    when ``resume`` and it exists."""
+    dev = pick_device(device)
+    info = setup_distributed(dev)
+    if info.enabled and dev.type == "cuda":
+        dev = torch.device("cuda", info.local_rank)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed + info.rank)
+    ckpt = out / checkpoint_name
+    state = load_checkpoint(ckpt, kind=kind) if resume and ckpt.exists() else None
+    return RunStart(dev, info, out, state)
+
+
+def schedule_and_scaler(optimizer: torch.optim.Optimizer, cfg: Any, device: torch.device):
+    """The learning-rate schedule (:func:`cosine_with_warmup` from ``cfg``'s ``warmup_steps``, ``max_steps``,
+    ``min_lr_ratio``) and the loss scaler (active only where :func:`needs_grad_scaler` says so, from ``cfg.amp``)."""
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_with_warmup(s, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio))
+    return scheduler, torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device, cfg.amp))
+
+
+def optimisation_state(optimizer, scheduler, scaler, step: int) -> dict[str, Any]:
+    """What a checkpoint holds to continue training exactly, besides the model and the generators."""
+    return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "step": step, "rng": rng_state()}
+
+
+def restore_optimisation(state: dict[str, Any], optimizer, scheduler, scaler, info: DistInfo, seed: int) -> int:
+    """Inverse of :func:`optimisation_state` (and every rank's generators, :func:`restore_rng_states`); the step."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    step = int(state["step"])
+    restore_rng_states(state, info, seed, step)
+    return step

@@ -31,15 +31,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from s2slib import metrics
-from s2slib.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint
+from s2slib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from s2slib.codec.config import CodecConfig, dataclass_from_dict
 from s2slib.codec.losses import ReconstructionLoss, ReconstructionLossConfig
 from s2slib.codec.model import Codec
 from s2slib.data.augment import AugmentConfig
 from s2slib.data.loader import CropSampler, load_utterances, read_crop, step_batches
-from s2slib.runtime import pick_device, seed_everything
-from s2slib.training import (History, autocast, cosine_with_warmup, gather_rng_states, needs_grad_scaler,
-                              restore_rng_states, setup_distributed)
+from s2slib.training import (History, autocast, gather_rng_states, optimisation_state, restore_optimisation,
+                             schedule_and_scaler, start_run)
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "codec.pt"
@@ -162,16 +161,9 @@ class CodecTrainer:
     def __init__(self, codec_config: CodecConfig, train_config: CodecTrainConfig, train_manifest: str | Path,
                  val_manifest: str | Path | None, out_dir: str | Path, device: str = "auto", resume: bool = True):
         self.cfg = train_config
-        self.device = pick_device(device)
-        self.dist = setup_distributed(self.device)
-        if self.dist.enabled and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        seed_everything(train_config.seed + self.dist.rank)
-
+        start = start_run(device, out_dir, train_config.seed, CHECKPOINT, self.kind, resume)
+        self.device, self.dist, self.out_dir, state = start.device, start.dist, start.out_dir, start.state
         ckpt_path = self.out_dir / CHECKPOINT
-        state = load_checkpoint(ckpt_path, kind=self.kind) if resume and ckpt_path.exists() else None
         if state is not None:
             stored = type(codec_config).from_dict(state["codec_config"])
             if stored != codec_config:
@@ -187,11 +179,7 @@ class CodecTrainer:
         self.loss = ReconstructionLoss(codec_config.sample_rate, train_config.loss).to(self.device)
         self.optimizer = torch.optim.AdamW(self.codec.parameters(), lr=train_config.lr, betas=train_config.betas,
                                            weight_decay=train_config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: cosine_with_warmup(s, train_config.warmup_steps, train_config.max_steps, train_config.min_lr_ratio),
-        )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.device, train_config.amp))
+        self.scheduler, self.scaler = schedule_and_scaler(self.optimizer, train_config, self.device)
         self.step = 0
         self.sampler = CropSampler(load_utterances(train_manifest), int(train_config.segment_s * codec_config.sample_rate),
                                    train_config.batch_size, seed=train_config.seed, augment=train_config.augment,
@@ -235,21 +223,14 @@ class CodecTrainer:
             "codec_config": self.codec.config.to_dict(),
             "train_config": self.cfg.to_dict(),
             "model": self.codec.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "rng": rng_state(),
+            **optimisation_state(self.optimizer, self.scheduler, self.scaler, self.step),
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self._load_extra_state(state)
         self.codec.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        restore_rng_states(state, self.dist, self.cfg.seed, self.step)  # each process continues its own stream
+        # each process continues its own random stream
+        self.step = restore_optimisation(state, self.optimizer, self.scheduler, self.scaler, self.dist, self.cfg.seed)
 
     def save(self) -> Path | None:
         """Write ``checkpoint.pt`` (rank 0 writes; under DDP every rank must call it); returns its path."""

@@ -30,14 +30,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from s2slib.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint
+from s2slib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from s2slib.codec.config import dataclass_from_dict
-from s2slib.runtime import pick_device, seed_everything
 from s2slib.s2s.config import S2SConfig
 from s2slib.s2s.data import Batch, ContinuationSampler, ContinuationTask, TokenItem, fixed_batches
 from s2slib.s2s.model import S2SModel, codebook_losses
-from s2slib.training import (History, autocast, cosine_with_warmup, gather_rng_states, needs_grad_scaler,
-                             restore_rng_states, setup_distributed)
+from s2slib.training import (History, autocast, gather_rng_states, optimisation_state, restore_optimisation,
+                             schedule_and_scaler, start_run)
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "s2s.pt"
@@ -88,17 +87,18 @@ def unigram_counts(items: list[TokenItem], config: S2SConfig) -> np.ndarray:
     return counts
 
 
-def unigram_nll(counts: np.ndarray, batches: list[Batch]) -> np.ndarray:
-    """Summed negative log-likelihood (nats) per codebook of the targets in ``batches`` under add-one-smoothed code
-    frequencies ``counts`` ``[n_q, V]``: the score of a model that ignores all context."""
+def unigram_loss(counts: np.ndarray, batches: list[Batch]) -> np.ndarray:
+    """Mean negative log-likelihood (nats) per codebook of the targets in ``batches`` under add-one-smoothed code
+    frequencies ``counts`` ``[n_q, V]``: the score of a model that ignores all context (0 where there are none)."""
     logp = np.log((counts + 1) / (counts + 1).sum(axis=1, keepdims=True))  # (n_q, V)
-    total = np.zeros(counts.shape[0])
+    total, n = np.zeros(counts.shape[0]), np.zeros(counts.shape[0])
     for b in batches:
         t = b.targets.numpy()  # (B, n_q, L)
         for k in range(counts.shape[0]):
             valid = t[:, k][t[:, k] >= 0]
             total[k] -= logp[k, valid].sum()
-    return total
+            n[k] += valid.size
+    return total / np.maximum(n, 1)
 
 
 @torch.no_grad()
@@ -153,16 +153,9 @@ class S2STrainer:
                  val_items: list[TokenItem], out_dir: str | Path, device: str = "auto", resume: bool = True,
                  codec_fingerprint: str = ""):
         self.cfg, self.codec_fingerprint = train_config, codec_fingerprint
-        self.device = pick_device(device)
-        self.dist = setup_distributed(self.device)
-        if self.dist.enabled and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        seed_everything(train_config.seed + self.dist.rank)
-
+        start = start_run(device, out_dir, train_config.seed, CHECKPOINT, self.kind, resume)
+        self.device, self.dist, self.out_dir, state = start.device, start.dist, start.out_dir, start.state
         ckpt_path = self.out_dir / CHECKPOINT
-        state = load_checkpoint(ckpt_path, kind=self.kind) if resume and ckpt_path.exists() else None
         if state is not None:
             if S2SConfig.from_dict(state["s2s_config"]) != model_config:
                 raise CheckpointError(f"{ckpt_path} was trained with a different model configuration; resume with "
@@ -172,24 +165,17 @@ class S2STrainer:
                                       "folder to train on this codec's tokens.")
         self.model = S2SModel(model_config).to(self.device)
         self.ddp = DistributedDataParallel(self.model) if self.dist.enabled else self.model
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "embed" not in n and "table" not in n]
-        no_decay = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "embed" not in n
-                                                                        and "table" not in n)]
+        decay, no_decay = [], []  # weight decay on weight matrices only, not on embeddings, biases or norms
+        for name, p in self.model.named_parameters():
+            (decay if p.ndim >= 2 and "embed" not in name and "table" not in name else no_decay).append(p)
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train_config.weight_decay},
                                             {"params": no_decay, "weight_decay": 0.0}],
                                            lr=train_config.lr, betas=train_config.betas)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: cosine_with_warmup(s, train_config.warmup_steps, train_config.max_steps, train_config.min_lr_ratio),
-        )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.device, train_config.amp))
+        self.scheduler, self.scaler = schedule_and_scaler(self.optimizer, train_config, self.device)
         self.sampler = ContinuationSampler(train_items, model_config, train_config.batch_size, train_config.task,
                                            seed=train_config.seed)
         self.val_batches = fixed_batches(val_items, model_config, train_config.batch_size, train_config.task)
-        counts = unigram_counts(train_items, model_config)
-        val_counts = sum((b.targets >= 0).sum(dim=(0, 2)).numpy() for b in self.val_batches) if self.val_batches \
-            else np.ones(model_config.n_q)
-        self.unigram_loss = unigram_nll(counts, self.val_batches) / np.maximum(val_counts, 1)  # (n_q,) nats
+        self.unigram_loss = unigram_loss(unigram_counts(train_items, model_config), self.val_batches)  # (n_q,) nats
         self.step = 0
         if state is not None:
             self._load_state(state)
@@ -203,20 +189,12 @@ class S2STrainer:
             "train_config": self.cfg.to_dict(),
             "codec_fingerprint": self.codec_fingerprint,
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "rng": rng_state(),
+            **optimisation_state(self.optimizer, self.scheduler, self.scaler, self.step),
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        restore_rng_states(state, self.dist, self.cfg.seed, self.step)
+        self.step = restore_optimisation(state, self.optimizer, self.scheduler, self.scaler, self.dist, self.cfg.seed)
 
     def save(self) -> Path | None:
         """Write ``checkpoint.pt`` atomically (every rank must call it under DDP; rank 0 writes)."""
