@@ -305,3 +305,20 @@ def test_distributed_data_parallel_on_cpu(codec_manifests, tmp_path):
     for key in a["params"]:
         assert torch.allclose(a["params"][key], b["params"][key], atol=1e-6), key
     assert load_encodec_scratch(tmp_path / "run" / "codec.pt").config == tiny_encodec_quantizer()
+
+
+def test_latent_standardizer_is_debiased_and_fixed_at_inference():
+    """After a few training batches the running statistics already match the data (a plain BatchNorm would still be
+    half way from its 0/1 start), and at inference the map is the same for every frame (causal, streamable)."""
+    from s2slib.encodec_scratch import LatentStandardizer
+
+    torch.manual_seed(0)
+    norm = LatentStandardizer(4).train()
+    for _ in range(3):
+        norm(5.0 + 3.0 * torch.randn(8, 4, 50))  # channels with mean 5, std 3
+    norm.eval()
+    x = 5.0 + 3.0 * torch.randn(8, 4, 50)
+    y = norm(x)
+    assert y.mean().abs() < 0.1 and (y.std() - 1).abs() < 0.1
+    assert torch.allclose(norm(x[..., :20]), y[..., :20])  # no dependence on later frames
+    assert torch.equal(LatentStandardizer(4).eval()(x), x)  # untrained: the identity
