@@ -5,8 +5,14 @@
     torchrun --nproc_per_node 2 -m s2slib.s2s pretrain --run runs/gpu --preset gpu
     python -m s2slib.s2s generate --model runs/laptop/s2s_pretrain/s2s.pt --codec runs/laptop/codec/codec.pt \\
         --prompt question.wav --out answer.wav [--speaker Priya] [--emotion happy] [--seconds 6]
+    python -m s2slib.s2s finetune --run runs/laptop [--pairs 64] [--dialogues 0] [--max-steps 1200]
+    python -m s2slib.s2s eval --run runs/laptop [--checkpoint runs/laptop/s2s_answer/s2s.pt]
+    python -m s2slib.s2s answer QUESTION.wav --run runs/laptop --voice Priya --emotion happy -o ANSWER.wav \\
+        [--turn user:EARLIER_Q.wav --turn agent:EARLIER_A.wav ...] [--context ctx.json --save-context ctx.json]
 
-``pretrain`` tokenizes the run's manifests and conversations with the codec (notebook 02's ``codec/codec.pt`` unless
+``finetune`` (stages 2-3) starts from ``<run>/s2s_pretrain/s2s.pt`` and trains into ``<run>/s2s_answer``; ``eval``
+prints the answer evaluation as JSON (:mod:`s2slib.s2s.evaluate`); ``answer`` answers one question, after earlier
+turns if given. ``pretrain`` tokenizes the run's manifests and conversations with the codec (notebook 02's ``codec/codec.pt`` unless
 ``--codec-checkpoint`` says otherwise; cached, so a rerun encodes nothing) and trains into ``<run>/s2s_pretrain``,
 resuming a run that was stopped. ``generate`` continues (or answers) one recording and writes the audio.
 """
@@ -14,6 +20,7 @@ resuming a run that was stopped. ``generate`` continues (or answers) one recordi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,12 +32,10 @@ from s2slib.audio import AudioError, load_audio, save_audio
 from s2slib.checkpoint import CheckpointError
 
 
-def _pretrain(args: argparse.Namespace) -> int:
+def _run_tokens(args: argparse.Namespace):
+    """The run's codec and its tokens (tokenized now where the cache lacks them): ``(codec, cache, RunTokens)``."""
     from s2slib.baseline import load_audio_codec
-    from s2slib.s2s.config import S2SConfig
-    from s2slib.s2s.data import load_items
     from s2slib.s2s.tokens import TokenCache, codec_fingerprint, tokenize_run
-    from s2slib.s2s.train import S2STrainConfig, S2STrainer
 
     run = Path(args.run)
     checkpoint = Path(args.codec_checkpoint) if args.codec_checkpoint else run / "codec" / "codec.pt"
@@ -39,6 +44,16 @@ def _pretrain(args: argparse.Namespace) -> int:
     cache = TokenCache(run / "tokens", codec_fingerprint(checkpoint, args.codec_kind, **settings))
     tokens = tokenize_run(codec, cache, run / "data", device=args.token_device, progress=not args.no_progress)
     print(tokens.summary(), file=sys.stderr)
+    return codec, cache, tokens
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from s2slib.s2s.config import S2SConfig
+    from s2slib.s2s.data import load_items
+    from s2slib.s2s.train import S2STrainConfig, S2STrainer
+
+    run = Path(args.run)
+    _, cache, tokens = _run_tokens(args)
     config = S2SConfig.for_codec(args.preset, cache.info)
     train_cfg = S2STrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     trainer = S2STrainer(config, train_cfg, load_items(tokens.train, config.n_q), load_items(tokens.val, config.n_q),
@@ -80,6 +95,123 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from s2slib.s2s.config import S2SConfig
+    from s2slib.s2s.finetune import AnswerTask, AnswerTrainConfig, AnswerTrainer, select_sources, split_examples
+    from s2slib.s2s.train import checkpoint_info
+
+    run = Path(args.run)
+    _, cache, tokens = _run_tokens(args)
+    pretrained = Path(args.pretrained) if args.pretrained else run / "s2s_pretrain" / "s2s.pt"
+    if not pretrained.exists():
+        raise FileNotFoundError(f"{pretrained} does not exist: pretrain first (notebook 05, or python -m s2slib.s2s "
+                                "pretrain --run RUN)")
+    config = S2SConfig.from_dict(checkpoint_info(pretrained)["s2s_config"])
+    config = dataclasses.replace(config, max_source_frames=int(args.max_context_s * config.frame_rate))
+    rows = [r for rows in tokens.conversations.values() for r in rows]
+    sources = select_sources(rows, args.pairs, args.dialogues, args.seed)
+    examples = split_examples(tokens.conversations, config.n_q, sources)
+    train_cfg = AnswerTrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                  answer=AnswerTask(max_answer_frames=int(args.max_answer_s * config.frame_rate)))
+    trainer = AnswerTrainer(config, train_cfg, examples["train"], examples["val"],
+                            Path(args.out) if args.out else run / "s2s_answer", pretrained=pretrained,
+                            device=args.device, codec_fingerprint=cache.fingerprint, sources=sources)
+    history = trainer.fit(progress=not args.no_progress)
+    if trainer.dist.is_main:
+        final = [r for r in history.rows if "val_loss" in r]
+        print(json.dumps({"out_dir": str(trainer.out_dir), "step": trainer.step, "train_examples":
+                          len(examples["train"]), "sources": len(sources), **(final[-1] if final else {})}))
+    return 0
+
+
+def _load_answer_model(args: argparse.Namespace, cache_fingerprint: str):
+    from s2slib.s2s.train import checkpoint_info, load_s2s
+
+    path = Path(args.checkpoint) if args.checkpoint else Path(args.run) / "s2s_answer" / "s2s.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: fine-tune first (notebook 06, or python -m s2slib.s2s "
+                                "finetune --run RUN)")
+    info = checkpoint_info(path)
+    if info.get("codec_fingerprint", "") != cache_fingerprint:
+        raise CheckpointError(f"{path} was trained on tokens of another codec than {args.run}'s; give that codec "
+                              "with --codec-checkpoint.")
+    return load_s2s(path), info
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from s2slib.s2s.evaluate import EvalConfig, evaluate_answers, voice_classifier
+    from s2slib.s2s.finetune import AnswerTask, heldout_sets, split_examples
+
+    torch.set_num_threads(args.threads)
+    codec, cache, tokens = _run_tokens(args)
+    model, info = _load_answer_model(args, cache.fingerprint)
+    task = AnswerTask(**info["answer_task"]) if "answer_task" in info else AnswerTask()
+    examples = split_examples(tokens.conversations, model.config.n_q, set(info.get("sources") or []) or None,
+                              task.max_turns)
+    pairs, followups, dialogue_texts = heldout_sets(examples["test"])
+    classifier, _ = voice_classifier(codec, tokens.train, list(model.config.speakers), args.classifier_per_voice,
+                                     seed=args.seed)
+    cfg = EvalConfig(n_response=args.n_response, n_context=args.n_context, n_emotion_questions=args.emotion_questions,
+                     max_answer_s=args.max_answer_s, seed=args.seed, task=task)
+    result = evaluate_answers(model, codec, pairs, followups, dialogue_texts, classifier, cfg,
+                              progress=not args.no_progress)
+    result.pop("audio")
+    if not args.details:
+        result.pop("details")
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def _answer(args: argparse.Namespace) -> int:
+    from s2slib.baseline import load_audio_codec
+    from s2slib.s2s.context import ConversationContext
+    from s2slib.s2s.generate import SamplingConfig, generate
+    from s2slib.s2s.tokens import codec_fingerprint
+
+    run = Path(args.run)
+    checkpoint = Path(args.codec_checkpoint) if args.codec_checkpoint else run / "codec" / "codec.pt"
+    codec = load_audio_codec("course", checkpoint)
+    model, _ = _load_answer_model(args, codec_fingerprint(checkpoint, "course"))
+
+    def codes_of(path: str) -> np.ndarray:
+        wav, _ = load_audio(path, codec.sample_rate)
+        with torch.inference_mode():
+            return codec.encode(torch.from_numpy(wav).view(1, 1, -1))[0].numpy()  # (n_q, F)
+
+    ctx = (ConversationContext.from_json(Path(args.context).read_text(encoding="utf-8"))
+           if args.context and Path(args.context).exists() else ConversationContext())
+    for spec in args.turn:
+        role, _, path = spec.partition(":")
+        if role not in ("user", "agent") or not path:
+            raise ValueError(f"--turn takes ROLE:PATH with ROLE user or agent, got {spec!r}")
+        ctx.append(role, codes_of(path))
+    question = codes_of(args.question)
+    src = torch.from_numpy(ctx.source(question, model.config)).unsqueeze(0)
+    sampling = SamplingConfig(temperature=args.temperature, seed=args.seed,
+                              max_frames=min(model.config.max_frames, int(args.seconds * model.config.frame_rate)))
+    out = generate(model, src, args.voice, args.emotion, sampling)
+    codes = out.codes[0]
+    with torch.inference_mode():
+        answer = codec.decode(codes.unsqueeze(0)).view(-1).numpy()
+    path = save_audio(args.out, answer, codec.sample_rate)
+    if args.save_context:
+        ctx.append("user", question)
+        ctx.append("agent", codes.numpy(), speaker=args.voice, emotion=args.emotion)
+        Path(args.save_context).write_text(ctx.to_json(), encoding="utf-8")
+    print(json.dumps({"out": str(path), "answer_seconds": round(len(answer) / codec.sample_rate, 3),
+                      "ended_at_eos": out.ended[0], "context_turns": len(ctx), "voice": args.voice,
+                      "emotion": args.emotion}))
+    return 0
+
+
+def _tokens_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="the run folder the notebooks wrote (runs/<profile>)")
+    p.add_argument("--codec-kind", choices=("course", "encodec"), default="course")
+    p.add_argument("--codec-checkpoint", help="default: <run>/codec/codec.pt")
+    p.add_argument("--token-device", default="cpu", help="where the codec encodes the corpus")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["tokenize"]:
@@ -90,9 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tokenize", help="encode manifests into cached codec tokens (python -m s2slib.s2s.tokens)")
     p = sub.add_parser("pretrain", help="stage 1: pretrain the S2S model as an audio LM on a run's data")
-    p.add_argument("--run", required=True, help="the run folder notebooks 01-02 wrote (runs/<profile>)")
-    p.add_argument("--codec-kind", choices=("course", "encodec"), default="course")
-    p.add_argument("--codec-checkpoint", help="default: <run>/codec/codec.pt")
+    _tokens_arguments(p)
     p.add_argument("--preset", choices=("smoke", "laptop", "gpu"), default="laptop")
     p.add_argument("--max-steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=16)
@@ -100,8 +230,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="default: <run>/s2s_pretrain")
     p.add_argument("--device", default="auto")
-    p.add_argument("--token-device", default="cpu", help="where the codec encodes the corpus")
-    p.add_argument("--no-progress", action="store_true")
+    f = sub.add_parser("finetune", help="stages 2-3: fine-tune the pretrained model to answer, with context")
+    _tokens_arguments(f)
+    f.add_argument("--pretrained", help="stage 1's s2s.pt (default: <run>/s2s_pretrain/s2s.pt)")
+    f.add_argument("--pairs", type=int, default=64, help="question-answer pairs to learn (0: all)")
+    f.add_argument("--dialogues", type=int, default=0, help="dialogues to learn (0: all)")
+    f.add_argument("--max-steps", type=int, default=1200)
+    f.add_argument("--batch-size", type=int, default=8)
+    f.add_argument("--lr", type=float, default=5e-4)
+    f.add_argument("--max-context-s", type=float, default=15.0, help="longest encoder input (earlier turns + question)")
+    f.add_argument("--max-answer-s", type=float, default=8.0, help="longer answers are cropped in training")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", help="default: <run>/s2s_answer")
+    f.add_argument("--device", default="auto")
+    e = sub.add_parser("eval", help="measure whether the fine-tuned model answers (JSON)")
+    _tokens_arguments(e)
+    e.add_argument("--checkpoint", help="the fine-tuned s2s.pt (default: <run>/s2s_answer/s2s.pt)")
+    e.add_argument("--n-response", type=int, default=0, help="held-out questions to answer (0: all)")
+    e.add_argument("--n-context", type=int, default=0, help="context-dependent follow-ups (0: all)")
+    e.add_argument("--emotion-questions", type=int, default=3, help="questions answered in each of the 9 emotions")
+    e.add_argument("--max-answer-s", type=float, default=12.0, help="an answer not ended by then is cut")
+    e.add_argument("--classifier-per-voice", type=int, default=40, help="utterances per voice for the voice classifier")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--details", action="store_true", help="also print every answer's match")
+    a = sub.add_parser("answer", help="answer one spoken question (after earlier turns, if given)")
+    a.add_argument("question", help="the question's audio (any rate; resampled)")
+    a.add_argument("-o", "--out", required=True, help="where to write the answer (WAV)")
+    a.add_argument("--run", required=True, help="the run folder (its codec and s2s_answer/s2s.pt)")
+    a.add_argument("--checkpoint", help="default: <run>/s2s_answer/s2s.pt")
+    a.add_argument("--codec-checkpoint", help="default: <run>/codec/codec.pt")
+    a.add_argument("--voice", default="Priya", help="Arjun, Ravi, Priya or Lakshmi")
+    a.add_argument("--emotion", default="neutral")
+    a.add_argument("--turn", action="append", default=[], metavar="ROLE:WAV",
+                   help="an earlier turn, oldest first (repeat): user:q1.wav agent:a1.wav ...")
+    a.add_argument("--context", help="a saved conversation context (JSON) to continue")
+    a.add_argument("--save-context", help="write the context with this question and answer added (JSON)")
+    a.add_argument("--seconds", type=float, default=12.0, help="longest answer")
+    a.add_argument("--temperature", type=float, default=0.7)
+    a.add_argument("--seed", type=int, default=0)
     g = sub.add_parser("generate", help="continue or answer one recording with a trained model")
     g.add_argument("--model", required=True, help="s2s.pt")
     g.add_argument("--codec", required=True, help="the codec.pt the model's tokens came from")
@@ -118,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--with-prompt", action="store_true", help="write the prompt followed by the answer")
     args = parser.parse_args(argv)
     try:
-        return _pretrain(args) if args.command == "pretrain" else _generate(args)
+        commands = {"pretrain": _pretrain, "generate": _generate, "finetune": _finetune, "eval": _eval,
+                    "answer": _answer}
+        return commands[args.command](args)
     except (AudioError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

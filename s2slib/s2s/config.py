@@ -42,6 +42,7 @@ class S2SConfig:
     dropout: float = 0.1
     rope_base: float = 10000.0  # RoPE's theta (Su et al. 2021)
     max_frames: int = 1500  # longest decoder output in frames (30 s at 50 Hz); also the KV cache's size
+    max_source_frames: int = 1500  # longest encoder input (30 s); older turns are cut first (0: no limit)
     speakers: tuple[str, ...] = SPEAKERS  # speaker embedding rows 1..len; row 0 is "any other voice"
     emotions: tuple[str, ...] = EMOTIONS  # emotion embedding rows 1..len; row 0 is "not given"
 

@@ -429,7 +429,9 @@ def tokenize_conversations(codec, cache: TokenCache, conversations_file: str | o
     :func:`tokenize_files`.
 
     Returns ``(rows, report)`` as :func:`tokenize_manifest`, one row per turn (id ``<conversation id>/turn<k>``,
-    source ``"conversation"``, plus ``role``, ``conversation`` and ``turn``), indexed under the file's stem. A turn
+    source ``"conversation"``, plus ``role``, ``conversation``, ``turn``, ``kind`` (pair or dialogue), ``source_id``
+    (the written pair or dialogue) and ``depends_on`` (the earlier turn a follow-up answer needs)), indexed under
+    the file's stem. A turn
     without audio (not synthesized) is rejected with that reason.
     """
     items, unsynthesized, entries = [], [], []
@@ -440,7 +442,8 @@ def tokenize_conversations(codec, cache: TokenCache, conversations_file: str | o
             entries.append({"id": turn_id, "audio_path": turn.audio_path, "speaker": turn.speaker,
                             "emotion": turn.emotion, "source": "conversation", "split": conv.split,
                             "text": turn.text, "duration": turn.duration, "role": turn.role,
-                            "conversation": conv.id, "turn": k})
+                            "conversation": conv.id, "turn": k, "kind": conv.kind, "source_id": conv.source_id,
+                            "depends_on": turn.depends_on})
     report = tokenize_files(codec, cache, items, **kw)
     if unsynthesized:
         _reject(cache, report, unsynthesized, f"{conversations_file}: the turn has no audio_path (not synthesized "

@@ -40,6 +40,7 @@ from s2slib.training import (History, autocast, gather_rng_states, optimisation_
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "s2s.pt"
+TRAINED_KINDS = ("s2s", "s2s_train", "s2s_answer_train")  # what load_s2s reads: an export or a trainer checkpoint
 
 
 @dataclass
@@ -118,7 +119,7 @@ def evaluate(model: S2SModel, batches: list[Batch], device: torch.device) -> dic
 
 def load_s2s(path: str | Path, device: str | torch.device = "cpu") -> S2SModel:
     """The model in eval mode from ``s2s.pt`` (or a training ``checkpoint.pt``), rebuilt from its stored config."""
-    state = load_checkpoint(path, kind=("s2s", "s2s_train"), map_location=device)
+    state = load_checkpoint(path, kind=TRAINED_KINDS, map_location=device)
     try:
         model = S2SModel(S2SConfig.from_dict(state["s2s_config"]))
         model.load_state_dict(state["model"])
@@ -129,7 +130,7 @@ def load_s2s(path: str | Path, device: str | torch.device = "cpu") -> S2SModel:
 
 def checkpoint_info(path: str | Path) -> dict[str, Any]:
     """What an ``s2s.pt`` says about itself besides its weights (codec fingerprint, steps, validation figures)."""
-    state = load_checkpoint(path, kind=("s2s", "s2s_train"))
+    state = load_checkpoint(path, kind=TRAINED_KINDS)
     return {k: v for k, v in state.items() if k not in ("model", "optimizer", "scheduler", "scaler", "rng",
                                                          "rng_ranks")}
 
@@ -148,6 +149,7 @@ class S2STrainer:
     """
 
     kind = "s2s_train"
+    progress_desc = "s2s pretraining"
 
     def __init__(self, model_config: S2SConfig, train_config: S2STrainConfig, train_items: list[TokenItem],
                  val_items: list[TokenItem], out_dir: str | Path, device: str = "auto", resume: bool = True,
@@ -172,15 +174,21 @@ class S2STrainer:
                                             {"params": no_decay, "weight_decay": 0.0}],
                                            lr=train_config.lr, betas=train_config.betas)
         self.scheduler, self.scaler = schedule_and_scaler(self.optimizer, train_config, self.device)
-        self.sampler = ContinuationSampler(train_items, model_config, train_config.batch_size, train_config.task,
-                                           seed=train_config.seed)
-        self.val_batches = fixed_batches(val_items, model_config, train_config.batch_size, train_config.task)
-        self.unigram_loss = unigram_loss(unigram_counts(train_items, model_config), self.val_batches)  # (n_q,) nats
+        self.sampler, self.val_batches, targets = self.build_data(model_config, train_items, val_items)
+        self.unigram_loss = unigram_loss(unigram_counts(targets, model_config), self.val_batches)  # (n_q,) nats
         self.step = 0
+        self.resumed = state is not None
         if state is not None:
             self._load_state(state)
         self.history = History(self.out_dir / "history.jsonl", resume_step=self.step if state else None,
                                write=self.dist.is_main)
+
+    def build_data(self, model_config: S2SConfig, train_items: list, val_items: list) -> tuple[Any, list[Batch], list]:
+        """``(sampler, validation batches, utterances whose codes are the targets)``: stage 1's prompt/continuation
+        task. The sampler's ``batch(step, rank)`` must be a pure function of its arguments (exact resume)."""
+        cfg = self.cfg
+        sampler = ContinuationSampler(train_items, model_config, cfg.batch_size, cfg.task, seed=cfg.seed)
+        return sampler, fixed_batches(val_items, model_config, cfg.batch_size, cfg.task), train_items
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict[str, Any]:
@@ -247,7 +255,7 @@ class S2STrainer:
         """Train until ``max_steps`` (or ``stop_after`` more steps); exports ``s2s.pt`` when ``max_steps`` is reached."""
         cfg = self.cfg
         end = cfg.max_steps if stop_after is None else min(cfg.max_steps, self.step + stop_after)
-        bar = tqdm(total=end, initial=self.step, desc="s2s", disable=not (progress and self.dist.is_main))
+        bar = tqdm(total=end, initial=self.step, desc=self.progress_desc, disable=not (progress and self.dist.is_main))
         window: list[dict[str, float]] = []
         t0 = time.perf_counter()
         while self.step < end:

@@ -1,0 +1,253 @@
+"""Stages 2 and 3: fine-tuning the pretrained S2S model to answer, in a chosen voice and emotion, remembering the
+conversation. One trainer for the notebook, the command line, ``torchrun`` and the tests.
+
+    examples = answer_examples(tokens.conversations["pairs_train"] + tokens.conversations["dialogues_train"], n_q=8)
+    trainer = AnswerTrainer(config, AnswerTrainConfig(max_steps=1200), examples, val_examples,
+                            out_dir="run/s2s_answer", pretrained="run/s2s_pretrain/s2s.pt")
+    trainer.fit()
+
+Every agent turn of every training conversation is one example: the encoder reads the earlier turns (up to
+``AnswerTask.max_turns``, separated, cut to ``max_source_frames``: :func:`s2slib.s2s.context.source_codes`, the
+live agent's code path) and the user's question; the decoder writes the agent's answer from BOS to EOS, conditioned
+on the agent voice and the emotion label of the answer. A question-answer pair is a one-turn conversation (stage
+2), a dialogue gives one example per agent turn with its history (stage 3). The loss, optimiser, schedule,
+checkpoints, exact resume and DDP are stage 1's (:class:`s2slib.s2s.train.S2STrainer`); the weights start from
+stage 1's ``s2s.pt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from s2slib.checkpoint import CheckpointError, load_checkpoint
+from s2slib.codec.config import dataclass_from_dict
+from s2slib.data.manifest import stable_fraction
+from s2slib.s2s.config import NO_LABEL, S2SConfig
+from s2slib.s2s.context import DEFAULT_MAX_TURNS, source_codes
+from s2slib.s2s.data import Batch, collate
+from s2slib.s2s.train import S2STrainConfig, S2STrainer
+
+
+@dataclass
+class AnswerExample:
+    """One agent turn to learn or evaluate: the earlier turns' codes (oldest first), the user's question and the
+    answer (each ``int16[n_q, F]``), the answer's voice and emotion, and where it comes from."""
+
+    id: str  # "<conversation id>/turn<k>"
+    conversation: str
+    kind: str  # "pair" or "dialogue"
+    source_id: str  # the written pair or dialogue (the same text in every split)
+    turn: int  # index of the answer in its conversation
+    history: list[np.ndarray]
+    user: np.ndarray
+    answer: np.ndarray
+    speaker: str
+    emotion: str | None
+    depends_on: int | None = None  # the earlier turn the answer needs (a context-dependent follow-up)
+    text: str = ""
+    user_text: str = ""
+    user_speaker: str = ""
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The target codes (what :func:`s2slib.s2s.train.unigram_counts` counts)."""
+        return self.answer
+
+
+def select_sources(rows: list[dict], n_pairs: int = 0, n_dialogues: int = 0, seed: int = 0) -> set[str]:
+    """The written pairs and dialogues a profile works with: ``n_pairs`` pairs and ``n_dialogues`` dialogues (0: all)
+    drawn by a hash of their id, so every split and every machine picks the same ones."""
+    chosen: set[str] = set()
+    for kind, n in (("pair", n_pairs), ("dialogue", n_dialogues)):
+        ids = sorted({r["source_id"] for r in rows if r.get("kind") == kind},
+                     key=lambda i: stable_fraction(f"select:{i}", seed))
+        chosen.update(ids if n <= 0 else ids[:n])
+    return chosen
+
+
+def answer_examples(rows: list[dict], n_q: int, max_turns: int = DEFAULT_MAX_TURNS,
+                    sources: set[str] | None = None) -> list[AnswerExample]:
+    """Token-index rows of conversation turns (:func:`s2slib.s2s.tokens.tokenize_conversations`) -> one example per
+    agent turn that follows a user turn, sorted by id; ``sources`` keeps only those written pairs/dialogues.
+
+    A conversation with a turn missing from the rows (rejected at tokenization) contributes only the answers whose
+    history is complete."""
+    missing_keys = [k for k in ("conversation", "turn", "role", "kind", "source_id") if rows and k not in rows[0]]
+    if missing_keys:
+        raise ValueError(f"conversation token rows lack {missing_keys}: tokenize them again with "
+                         "s2slib.s2s.tokens.tokenize_run (the index format gained these fields)")
+    by_conv: dict[str, dict[int, dict]] = {}
+    for r in rows:
+        if sources is None or r["source_id"] in sources:
+            by_conv.setdefault(r["conversation"], {})[int(r["turn"])] = r
+    cache: dict[str, np.ndarray] = {}
+
+    def codes(row: dict) -> np.ndarray:
+        if row["codes_path"] not in cache:
+            c = np.load(Path(row["codes_path"]))
+            if c.ndim != 2 or c.shape[0] < n_q:
+                raise ValueError(f"{row['codes_path']} holds codes of shape {c.shape}; the model needs {n_q} codebooks")
+            cache[row["codes_path"]] = c[:n_q]
+        return cache[row["codes_path"]]
+
+    out = []
+    for conv_id, turns in by_conv.items():
+        for k, row in sorted(turns.items()):
+            if row["role"] != "agent" or k == 0 or any(j not in turns for j in range(k)):
+                continue
+            user = turns[k - 1]
+            if user["role"] != "user":
+                continue
+            history = [codes(turns[j]) for j in range(max(0, k - 1 - max_turns), k - 1)]
+            out.append(AnswerExample(
+                id=row["id"], conversation=conv_id, kind=row["kind"], source_id=row["source_id"], turn=k,
+                history=history, user=codes(user), answer=codes(row), speaker=row["speaker"],
+                emotion=row.get("emotion"), depends_on=row.get("depends_on"), text=row.get("text") or "",
+                user_text=user.get("text") or "", user_speaker=user.get("speaker") or ""))
+    return sorted(out, key=lambda e: e.id)
+
+
+@dataclass
+class AnswerTask:
+    """How conversations become examples (lengths in frames)."""
+
+    max_turns: int = DEFAULT_MAX_TURNS  # earlier turns the encoder may read (the seed plan's 10-turn memory)
+    max_answer_frames: int = 400  # 8 s at 50 Hz; a longer answer is cropped (and then has no EOS)
+    drop_emotion: float = 0.1  # probability that the emotion label is withheld (the model then picks one)
+
+
+def example_parts(example: AnswerExample, config: S2SConfig, task: AnswerTask, with_history: bool = True,
+                  ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(source, target answer, ends)`` for one example: the encoder input (with or without the earlier turns) and
+    the answer cropped to ``task.max_answer_frames`` (``ends``: it was not cropped, so EOS follows)."""
+    history = example.history[-task.max_turns:] if with_history and task.max_turns else []
+    src = source_codes(history, example.user, config)
+    answer = example.answer[:, : task.max_answer_frames]
+    return src, answer, answer.shape[1] == example.answer.shape[1]
+
+
+def _labelled(ex: AnswerExample, config: S2SConfig, task: AnswerTask, rng: np.random.Generator | None) -> tuple:
+    """``(source, answer, ends, speaker row, emotion row)`` for :func:`s2slib.s2s.data.collate`; ``rng`` None keeps
+    every label (validation)."""
+    src, answer, ends = example_parts(ex, config, task)
+    drop = rng is not None and rng.random() < task.drop_emotion
+    return src, answer, ends, config.speaker_index(ex.speaker), NO_LABEL if drop else config.emotion_index(ex.emotion)
+
+
+class AnswerSampler:
+    """Draws fine-tuning batches; ``batch(step, rank)`` is a pure function of ``(seed, step, rank)``."""
+
+    def __init__(self, examples: list[AnswerExample], config: S2SConfig, batch_size: int, task: AnswerTask,
+                 seed: int = 0):
+        if not examples:
+            raise ValueError("no conversation examples to fine-tune on: notebook 01 writes the conversations and "
+                             "notebook 05 (or s2slib.s2s.tokens.tokenize_run) tokenizes them")
+        self.examples, self.config, self.batch_size, self.task, self.seed = examples, config, batch_size, task, seed
+
+    def batch(self, step: int, rank: int = 0) -> Batch:
+        rng = np.random.default_rng([self.seed, step, rank])
+        picks = rng.integers(0, len(self.examples), self.batch_size)
+        return collate(self.config, *zip(*(_labelled(self.examples[i], self.config, self.task, rng) for i in picks)))
+
+
+def fixed_answer_batches(examples: list[AnswerExample], config: S2SConfig, batch_size: int,
+                         task: AnswerTask) -> list[Batch]:
+    """Validation batches: every example once, with its labels."""
+    parts = [_labelled(ex, config, task, None) for ex in examples]
+    return [collate(config, *zip(*parts[i:i + batch_size])) for i in range(0, len(parts), batch_size)]
+
+
+@dataclass
+class AnswerTrainConfig(S2STrainConfig):
+    """Fine-tuning: stage 1's optimisation settings with gentler defaults, and an :class:`AnswerTask`."""
+
+    max_steps: int = 1200
+    lr: float = 5e-4  # half of stage 1's peak: the weights start trained
+    warmup_steps: int = 50
+    answer: AnswerTask = field(default_factory=AnswerTask)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AnswerTrainConfig":
+        data = dict(data)
+        answer = data.pop("answer", None)
+        cfg = super().from_dict(data)
+        if answer is not None:
+            cfg.answer = dataclass_from_dict(AnswerTask, answer)
+        return cfg
+
+
+def architecture(config: S2SConfig) -> S2SConfig:
+    """``config`` without the settings that do not shape the weights (what a checkpoint can be fine-tuned into)."""
+    return dataclasses.replace(config, max_source_frames=0, max_frames=0)
+
+
+class AnswerTrainer(S2STrainer):
+    """Fine-tunes a stage-1 model to answer (module docstring). Arguments as :class:`S2STrainer`, with
+    ``AnswerExample`` lists instead of utterances, an :class:`AnswerTrainConfig`, ``pretrained``: the stage-1
+    ``s2s.pt`` whose weights a new run starts from (a resumed run continues from its own checkpoint), and
+    ``sources``: the written pairs and dialogues selected (stored in ``s2s.pt``, so evaluation uses the same).
+    Writes ``checkpoint.pt``, ``s2s.pt`` and ``history.jsonl`` into ``out_dir``."""
+
+    kind = "s2s_answer_train"
+    progress_desc = "s2s fine-tuning"
+
+    def __init__(self, model_config: S2SConfig, train_config: AnswerTrainConfig, train_examples: list[AnswerExample],
+                 val_examples: list[AnswerExample], out_dir: str | Path, pretrained: str | Path | None = None,
+                 device: str = "auto", resume: bool = True, codec_fingerprint: str = "",
+                 sources: set[str] | None = None):
+        if not isinstance(train_config, AnswerTrainConfig):
+            raise TypeError(f"AnswerTrainer takes an AnswerTrainConfig, got {type(train_config).__name__}")
+        super().__init__(model_config, train_config, train_examples, val_examples, out_dir, device, resume,
+                         codec_fingerprint)
+        self.pretrained = str(pretrained) if pretrained else ""
+        self.sources = sorted(sources) if sources is not None else sorted({e.source_id for e in train_examples})
+        if not self.resumed and pretrained:
+            self._load_pretrained(Path(pretrained))
+
+    def _load_pretrained(self, path: Path) -> None:
+        state = load_checkpoint(path, kind=("s2s", "s2s_train"), map_location=self.device)
+        theirs = S2SConfig.from_dict(state["s2s_config"])
+        if architecture(theirs) != architecture(self.model.config):
+            raise CheckpointError(f"{path} is a different architecture from the one being fine-tuned; fine-tune with "
+                                  "the configuration stored in it (S2SConfig.from_dict(checkpoint_info(path)"
+                                  "['s2s_config'])).")
+        if state.get("codec_fingerprint", "") != self.codec_fingerprint:
+            raise CheckpointError(f"{path} was pretrained on tokens of another codec than these; fine-tune on the "
+                                  "tokens of the codec it was pretrained with.")
+        self.model.load_state_dict(state["model"])
+
+    def build_data(self, model_config: S2SConfig, train_items: list, val_items: list) -> tuple[Any, list[Batch], list]:
+        task = self.cfg.answer
+        sampler = AnswerSampler(train_items, model_config, self.cfg.batch_size, task, seed=self.cfg.seed)
+        return sampler, fixed_answer_batches(val_items, model_config, self.cfg.batch_size, task), train_items
+
+    def export(self, path: Path, extra: dict[str, Any] | None = None) -> Path:
+        return super().export(path, {"stage": "answer", "pretrained": self.pretrained, "sources": self.sources,
+                                     "answer_task": dataclasses.asdict(self.cfg.answer), **(extra or {})})
+
+
+
+
+def split_examples(conversations: dict[str, list[dict]], n_q: int, sources: set[str] | None = None,
+                   max_turns: int = DEFAULT_MAX_TURNS) -> dict[str, list[AnswerExample]]:
+    """A run's tokenized conversation files (:attr:`s2slib.s2s.tokens.RunTokens.conversations`, by file stem such as
+    ``pairs_train``) -> answer examples by split (``train``, ``val``, ``test``), pairs and dialogues together."""
+    out: dict[str, list[AnswerExample]] = {"train": [], "val": [], "test": []}
+    for stem, rows in sorted(conversations.items()):
+        split = stem.rsplit("_", 1)[-1]
+        if split in out:
+            out[split] += answer_examples(rows, n_q, max_turns, sources)
+    return {split: sorted(examples, key=lambda e: e.id) for split, examples in out.items()}
+
+
+def heldout_sets(test: list[AnswerExample]) -> tuple[list[AnswerExample], list[AnswerExample], list[str]]:
+    """What the evaluation asks of the held-out (test) examples: ``(pairs, context-dependent follow-ups, every agent
+    answer text of the dialogues)``."""
+    pairs = [e for e in test if e.kind == "pair"]
+    followups = [e for e in test if e.kind == "dialogue" and e.depends_on is not None]
+    return pairs, followups, sorted({e.text for e in test if e.kind == "dialogue"})
