@@ -189,6 +189,7 @@ def evaluate_answers(model: S2SModel, codec, pairs: list[AnswerExample], followu
     cfg = cfg or EvalConfig()
     model.eval()
     bank = ReferenceBank(codec.sample_rate)
+    pair_texts = sorted({ex.text for ex in pairs})  # every learnt answer is a candidate, however many are asked
     pairs = pairs[: cfg.n_response] if cfg.n_response else pairs
     followups = followups[: cfg.n_context] if cfg.n_context else followups
     if not pairs:
@@ -203,7 +204,6 @@ def evaluate_answers(model: S2SModel, codec, pairs: list[AnswerExample], followu
         return speak(model, codec, sources, [ex.speaker for ex in examples], [ex.emotion for ex in examples],
                      _sampling(cfg, model, offset), cfg.batch_size, tick)
 
-    pair_texts = sorted({ex.text for ex in pairs})
     response_wavs = answers(pairs, True, 0)
     response = _top1(response_wavs, pairs, pair_texts, bank)
     context_rows, ablation_rows = [], []
