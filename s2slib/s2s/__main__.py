@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--pretrained", help="stage 1's s2s.pt (default: <run>/s2s_pretrain/s2s.pt)")
     f.add_argument("--pairs", type=int, default=64, help="question-answer pairs to learn (0: all)")
     f.add_argument("--dialogues", type=int, default=0, help="dialogues to learn (0: all)")
-    f.add_argument("--max-steps", type=int, default=1200)
+    f.add_argument("--max-steps", type=int, default=750)
     f.add_argument("--batch-size", type=int, default=8)
     f.add_argument("--lr", type=float, default=5e-4)
     f.add_argument("--max-context-s", type=float, default=15.0, help="longest encoder input (earlier turns + question)")

@@ -2,7 +2,7 @@
 conversation. One trainer for the notebook, the command line, ``torchrun`` and the tests.
 
     examples = answer_examples(tokens.conversations["pairs_train"] + tokens.conversations["dialogues_train"], n_q=8)
-    trainer = AnswerTrainer(config, AnswerTrainConfig(max_steps=1200), examples, val_examples,
+    trainer = AnswerTrainer(config, AnswerTrainConfig(max_steps=750), examples, val_examples,
                             out_dir="run/s2s_answer", pretrained="run/s2s_pretrain/s2s.pt")
     trainer.fit()
 
@@ -166,7 +166,7 @@ def fixed_answer_batches(examples: list[AnswerExample], config: S2SConfig, batch
 class AnswerTrainConfig(S2STrainConfig):
     """Fine-tuning: stage 1's optimisation settings with gentler defaults, and an :class:`AnswerTask`."""
 
-    max_steps: int = 1200
+    max_steps: int = 750
     lr: float = 5e-4  # half of stage 1's peak: the weights start trained
     warmup_steps: int = 50
     answer: AnswerTask = field(default_factory=AnswerTask)
