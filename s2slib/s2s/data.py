@@ -114,11 +114,12 @@ class ContinuationTask:
 class ContinuationSampler:
     """Draws stage-1 batches from ``items``; ``batch(step, rank)`` is a pure function of ``(seed, step, rank)``."""
 
-    def __init__(self, items: list[TokenItem], config: S2SConfig, batch_size: int, task: ContinuationTask,
-                 seed: int = 0):
+    empty_message = ("no tokenized utterances to train on: tokenize the manifests first (notebook 05's tokenize step, "
+                     "or python -m s2slib.s2s.tokens)")
+
+    def __init__(self, items: list, config: S2SConfig, batch_size: int, task, seed: int = 0):
         if not items:
-            raise ValueError("no tokenized utterances to train on: tokenize the manifests first (notebook 05's "
-                             "tokenize step, or python -m s2slib.s2s.tokens)")
+            raise ValueError(self.empty_message)
         self.items, self.config, self.batch_size, self.task, self.seed = items, config, batch_size, task, seed
 
     def example(self, item: TokenItem, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool, int, int]:
@@ -136,6 +137,7 @@ class ContinuationSampler:
         return prompt, item.codes[:, s:stop], stop == item.n_frames, speaker, emotion
 
     def batch(self, step: int, rank: int = 0) -> Batch:
+        """A batch of ``batch_size`` items drawn with replacement, each made into an example by :meth:`example`."""
         rng = np.random.default_rng([self.seed, step, rank])
         picks = rng.integers(0, len(self.items), self.batch_size)
         return collate(self.config, *zip(*(self.example(self.items[i], rng) for i in picks)))

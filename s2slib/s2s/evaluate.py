@@ -59,6 +59,7 @@ class ReferenceBank:
         self.sample_rate = sample_rate
         self.preprocess = PreprocessConfig(sample_rate=sample_rate)
         self._cache: dict[tuple[str, str, str], np.ndarray] = {}
+        self._matchers: dict[tuple, AnswerMatcher] = {}
 
     def get(self, text: str, voice: str, emotion: str | None) -> np.ndarray:
         key = (text, voice, emotion or "neutral")
@@ -68,7 +69,11 @@ class ReferenceBank:
         return self._cache[key]
 
     def matcher(self, texts: list[str], voice: str, emotion: str | None) -> AnswerMatcher:
-        return AnswerMatcher({t: self.get(t, voice, emotion) for t in texts}, self.sample_rate)
+        """A matcher over ``texts`` rendered in ``voice`` and ``emotion``, built once (their features too)."""
+        key = (tuple(texts), voice, emotion or "neutral")
+        if key not in self._matchers:
+            self._matchers[key] = AnswerMatcher({t: self.get(t, voice, emotion) for t in texts}, self.sample_rate)
+        return self._matchers[key]
 
 
 def speak(model: S2SModel, codec, sources: list[np.ndarray], speakers: list[str | None],
@@ -103,19 +108,13 @@ def _sampling(cfg: EvalConfig, model: S2SModel, seed_offset: int = 0) -> Samplin
 def _top1(answers: list[np.ndarray], examples: list[AnswerExample], texts: list[str], bank: ReferenceBank
           ) -> list[dict[str, Any]]:
     """Match each answer among ``texts`` rendered in its example's voice and emotion."""
-    groups: dict[tuple, AnswerMatcher] = {}
     rows = []
     for wav, ex in zip(answers, examples):
-        key = (ex.speaker, ex.emotion)
-        if key not in groups:
-            groups[key] = bank.matcher(texts, ex.speaker, ex.emotion)
         if wav.size < bank.sample_rate // 20:  # shorter than 50 ms: nothing said
             rows.append({"id": ex.id, "correct": False, "rank": len(texts), "matched": None})
             continue
-        d = groups[key].distances(wav)
-        best = min(d, key=d.get)
-        rows.append({"id": ex.id, "correct": best == ex.text, "rank": 1 + sum(v < d[ex.text] for v in d.values()),
-                     "matched": best})
+        best, rank = bank.matcher(texts, ex.speaker, ex.emotion).judge(wav, ex.text)
+        rows.append({"id": ex.id, "correct": best == ex.text, "rank": rank, "matched": best})
     return rows
 
 

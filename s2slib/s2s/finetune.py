@@ -29,7 +29,7 @@ from s2slib.codec.config import dataclass_from_dict
 from s2slib.data.manifest import stable_fraction
 from s2slib.s2s.config import NO_LABEL, S2SConfig
 from s2slib.s2s.context import DEFAULT_MAX_TURNS, source_codes
-from s2slib.s2s.data import Batch, collate
+from s2slib.s2s.data import Batch, ContinuationSampler, collate
 from s2slib.s2s.train import S2STrainConfig, S2STrainer
 
 
@@ -139,20 +139,15 @@ def _labelled(ex: AnswerExample, config: S2SConfig, task: AnswerTask, rng: np.ra
     return src, answer, ends, config.speaker_index(ex.speaker), NO_LABEL if drop else config.emotion_index(ex.emotion)
 
 
-class AnswerSampler:
-    """Draws fine-tuning batches; ``batch(step, rank)`` is a pure function of ``(seed, step, rank)``."""
+class AnswerSampler(ContinuationSampler):
+    """Draws fine-tuning batches of :class:`AnswerExample` (stage 1's sampler with another example);
+    ``batch(step, rank)`` is a pure function of ``(seed, step, rank)``."""
 
-    def __init__(self, examples: list[AnswerExample], config: S2SConfig, batch_size: int, task: AnswerTask,
-                 seed: int = 0):
-        if not examples:
-            raise ValueError("no conversation examples to fine-tune on: notebook 01 writes the conversations and "
-                             "notebook 05 (or s2slib.s2s.tokens.tokenize_run) tokenizes them")
-        self.examples, self.config, self.batch_size, self.task, self.seed = examples, config, batch_size, task, seed
+    empty_message = ("no conversation examples to fine-tune on: notebook 01 writes the conversations and notebook 05 "
+                     "(or s2slib.s2s.tokens.tokenize_run) tokenizes them")
 
-    def batch(self, step: int, rank: int = 0) -> Batch:
-        rng = np.random.default_rng([self.seed, step, rank])
-        picks = rng.integers(0, len(self.examples), self.batch_size)
-        return collate(self.config, *zip(*(_labelled(self.examples[i], self.config, self.task, rng) for i in picks)))
+    def example(self, ex: AnswerExample, rng: np.random.Generator) -> tuple:
+        return _labelled(ex, self.config, self.task, rng)
 
 
 def fixed_answer_batches(examples: list[AnswerExample], config: S2SConfig, batch_size: int,

@@ -105,10 +105,11 @@ class AnswerMatcher:
 
     def best(self, wav: np.ndarray) -> str:
         """The name of the closest reference."""
-        d = self.distances(wav)
-        return min(d, key=d.get)
+        return self.judge(wav)[0]
 
-    def rank(self, wav: np.ndarray, name: str) -> int:
-        """1 + how many references are closer to ``wav`` than ``name`` (1: ``name`` is the best match)."""
+    def judge(self, wav: np.ndarray, name: str | None = None) -> tuple[str, int]:
+        """``(closest reference, rank of name)`` from one pass over the references: the rank is 1 + how many
+        references are closer to ``wav`` than ``name`` (1: ``name`` is the best match; 0 when no name is given)."""
         d = self.distances(wav)
-        return 1 + sum(v < d[name] for v in d.values())
+        rank = 1 + sum(v < d[name] for v in d.values()) if name is not None else 0
+        return min(d, key=d.get), rank
