@@ -1,0 +1,94 @@
+"""Settings of the live agent (:class:`AgentConfig`) and of its server (:class:`ServerLimits`).
+
+The end-of-turn silence is the setting a listener feels most: the agent cannot answer before it has decided that
+the user stopped. Notebook 07 measures the pauses *inside* Telugu utterances (eSpeak's and the bundled Common Voice
+clips) with the same VAD and picks the default above nearly all of them; see ``DEFAULT_END_OF_TURN_MS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SAMPLE_RATE = 16000
+VAD_WINDOW = 512  # samples: Silero VAD's window at 16 kHz (32 ms)
+
+# MEASURED-PLACEHOLDER
+DEFAULT_END_OF_TURN_MS = 320
+
+
+@dataclass
+class AgentConfig:
+    """How a session listens and answers.
+
+    vad_threshold: Silero speech probability above which a 32 ms window is speech.
+    min_speech_ms: speech needed before a turn starts (shorter blips are ignored).
+    end_of_turn_ms: silence after speech that ends the user's turn (see ``DEFAULT_END_OF_TURN_MS``).
+    barge_in_min_ms: speech during an answer needed to interrupt it; coughs and clicks are shorter.
+    pre_roll_ms: audio kept from before the VAD fired, so the turn's first syllable is not cut.
+    tail_ms: audio kept after the last speech window (the VAD's decision lags the sound a little).
+    max_turn_s: a turn this long is answered even without a pause.
+    max_answer_s: the longest answer.
+    chunk_frames: answer frames decoded per audio chunk sent (1 frame = 20 ms at 50 frames/s).
+    temperature, top_k, seed: sampling (``seed=None``: a fresh draw each turn).
+    voice, emotion: the defaults; each session may change them between turns.
+    """
+
+    vad_threshold: float = 0.5
+    min_speech_ms: int = 96
+    end_of_turn_ms: int = DEFAULT_END_OF_TURN_MS
+    barge_in_min_ms: int = 192
+    pre_roll_ms: int = 160
+    tail_ms: int = 96
+    max_turn_s: float = 20.0
+    max_answer_s: float = 8.0
+    chunk_frames: int = 2
+    temperature: float = 0.8
+    top_k: int = 50
+    seed: int | None = 0
+    voice: str = "Priya"
+    emotion: str = "neutral"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.vad_threshold < 1.0:
+            raise ValueError(f"vad_threshold must be in (0, 1), got {self.vad_threshold}")
+        for name in ("min_speech_ms", "end_of_turn_ms", "barge_in_min_ms", "chunk_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("pre_roll_ms", "tail_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_turn_s <= 0 or self.max_answer_s <= 0:
+            raise ValueError("max_turn_s and max_answer_s must be positive")
+
+    @staticmethod
+    def windows(ms: float) -> int:
+        """How many 32 ms VAD windows cover ``ms`` (at least one)."""
+        return max(1, -(-int(round(ms * SAMPLE_RATE / 1000)) // VAD_WINDOW))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ServerLimits:
+    """What one server accepts; beyond it a client gets an error event or a clean close, never a crash.
+
+    max_frame_bytes: largest WebSocket message (binary audio or JSON); bigger closes with code 1009.
+    max_sessions: concurrent WebSocket sessions; one more is refused with code 1013 (try again later).
+    idle_timeout_s: a session that sends nothing this long is closed (1000, with an ``error`` event first).
+    max_messages_per_s: a client sending faster than this (averaged over a second) is closed with code 1008.
+    max_audio_rate: audio samples per second of wall time a client may send (x real time) before it counts as a
+        flood; a session cannot be fed much faster than it can listen.
+    """
+
+    max_frame_bytes: int = 64 * 1024
+    max_sessions: int = 8
+    idle_timeout_s: float = 120.0
+    max_messages_per_s: int = 200
+    max_audio_rate: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.max_frame_bytes < 64 or self.max_sessions < 1 or self.idle_timeout_s <= 0 \
+                or self.max_messages_per_s < 1 or self.max_audio_rate <= 0:
+            raise ValueError(f"invalid server limits: {self}")

@@ -1,0 +1,108 @@
+"""A session driven from asyncio: :class:`SessionRunner`.
+
+Audio comes in on the event loop (``await runner.feed(pcm)``); the VAD and the encoder run on a worker thread so
+the loop stays free; when a turn ends, the answer is generated on another worker thread while listening goes on, so
+the user can barge in. Every event, from either thread, goes out through one queue in order to one ``send``
+coroutine (a WebSocket's, the Gradio demo's, or a list in a test), never two sends at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from typing import Awaitable, Callable
+
+import numpy as np
+
+from s2slib.agent.session import AgentSession, Event
+
+Send = Callable[[Event], Awaitable[None]]
+
+
+class SessionRunner:
+    """One session on an event loop. ``answers``: the executor that runs answers (default: the loop's)."""
+
+    def __init__(self, session: AgentSession, send: Send, answers: Executor | None = None):
+        self.session = session
+        self._send = send
+        self._answers = answers
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self._writer = asyncio.create_task(self._write())
+        self._answer: asyncio.Future | None = None
+        self.closed = False
+
+    async def _write(self) -> None:
+        while True:
+            ev = await self._queue.get()
+            if ev is None:
+                return
+            await self._send(ev)
+
+    def _put(self, ev: Event) -> None:
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, ev)
+
+    @property
+    def answering(self) -> bool:
+        return self._answer is not None and not self._answer.done()
+
+    async def feed(self, pcm: np.ndarray) -> None:
+        """Listen to the next chunk; start answering when a turn ends."""
+        for ev in await asyncio.to_thread(self.session.feed, pcm):
+            self._queue.put_nowait(ev)
+        self._maybe_answer()
+
+    def _maybe_answer(self) -> None:
+        if self.session.turn_ready and not self.answering and not self.closed:
+            self._answer = self._loop.run_in_executor(self._answers, self._run_answer)
+
+    def _run_answer(self) -> None:
+        try:
+            for ev in self.session.respond():
+                if self.closed:
+                    break
+                self._put(ev)
+        except Exception as exc:  # a failed answer is reported, the session goes on
+            self._put(Event("error", {"code": "answer_failed", "message": f"{type(exc).__name__}: {exc}"}))
+        self._loop.call_soon_threadsafe(self._maybe_answer)  # a turn that ended meanwhile
+
+    async def control(self, kind: str, value: str | None = None) -> None:
+        """``voice``/``emotion`` (for the next answer), ``reset``, ``interrupt``; errors go out as events."""
+        s = self.session
+        if kind == "voice":
+            s.set_voice(value)
+            self._queue.put_nowait(Event("settings", {"voice": s.voice, "emotion": s.emotion}))
+        elif kind == "emotion":
+            s.set_emotion(value)
+            self._queue.put_nowait(Event("settings", {"voice": s.voice, "emotion": s.emotion}))
+        elif kind == "reset":
+            for ev in s.reset():
+                self._queue.put_nowait(ev)
+        elif kind == "interrupt":
+            for ev in s.interrupt(reason="client"):
+                self._queue.put_nowait(ev)
+        else:
+            raise ValueError(f"unknown control {kind!r}")
+
+    def emit(self, ev: Event) -> None:
+        self._queue.put_nowait(ev)
+
+    async def wait_answer(self) -> None:
+        """Until no answer is being generated."""
+        while self.answering:
+            await asyncio.wait({self._answer})
+            await asyncio.sleep(0)
+
+    async def drain(self) -> None:
+        """Until every event so far has been sent."""
+        while not self._queue.empty():
+            await asyncio.sleep(0.001)
+
+    async def close(self) -> None:
+        """Stop answering, send what is queued, and end."""
+        self.closed = True
+        self.session.interrupt(reason="closed")
+        if self._answer is not None:
+            await asyncio.wait({self._answer})
+        self._queue.put_nowait(None)
+        await self._writer
