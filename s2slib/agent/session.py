@@ -251,14 +251,14 @@ class AgentSession:
         max_frames = min(model.config.max_frames, int(cfg.max_answer_s * self.engine.frame_rate))
         sampling = SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, max_frames=max_frames,
                                   seed=None if cfg.seed is None else cfg.seed + tel.turn)
-        yield Event("answer_started", {"turn": tel.turn, "voice": self.voice, "emotion": self.emotion,
-                                       "context_turns": len(self.context)})
         decoder = codec.streaming_decoder()
         frames: list[torch.Tensor] = []
         pending: list[torch.Tensor] = []
         t_gen = time.perf_counter()
         ended = False
-        try:
+        try:  # however the consumer leaves (done, interrupted, or dropping this generator), the exchange is remembered
+            yield Event("answer_started", {"turn": tel.turn, "voice": self.voice, "emotion": self.emotion,
+                                           "context_turns": len(self.context)})
             stream = generate_frames(model, torch.from_numpy(src).unsqueeze(0), self.voice, self.emotion, sampling)
             for fr in stream:
                 if a["cancel"].is_set():
