@@ -2,6 +2,9 @@
 #   make course   create .venv if missing, install, run every notebook headless (PROFILE=smoke|laptop|gpu;
 #                 ARGS=--dry-run: the profile's sizes with a few steps each, to check memory before a GPU pod)
 #   make test     create .venv if missing, install, run the test suite and the notebooks under nbval
+#   make demo     serve the live agent (plain page at http://127.0.0.1:7860/, Gradio demo at /demo) from the newest
+#                 trained run; with none yet, runs the missing laptop-profile notebooks first (ARGS=--public to
+#                 bind every interface, ARGS="--port 8000", ...)
 # Also: make lab (JupyterLab on notebooks/), make list (notebooks and parameters), make strip (clear notebook
 # outputs before a commit), make clean.
 SHELL := /bin/bash
@@ -14,7 +17,7 @@ OUT ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install course test lab list clean strip
+.PHONY: install course test demo lab list clean strip
 
 install: $(STAMP)
 
@@ -38,6 +41,9 @@ test: install
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests (exit code 5); the test suite is missing"; fi; \
 	exit $$rc
+
+demo: install
+	$(PY) -m s2slib.agent.serve --train-missing $(ARGS)
 
 lab: install
 	$(PY) -m jupyter lab notebooks/

@@ -4,6 +4,7 @@
                                  [--no-fold]
     python -m s2slib.bench s2s [--model runs/laptop/s2s_pretrain/s2s.pt] [--codec runs/laptop/codec/codec.pt]
                                [--prompt-seconds 3] [--answer-seconds 4] [--threads 2] [--repeats 3]
+    python -m s2slib.bench agent [--run runs/laptop] [--questions 20] [--threads 2] [--max-sessions 8]
 
 ``codec`` prints one JSON object: for the course codec and for EnCodec 24 kHz (the architecture of the ``encodec``
 package, measured in the same run on the same machine), the parameter count and the offline encode and decode time
@@ -28,6 +29,15 @@ answer's duration) and ``params``. It uses the trained model and codec of the la
 paths given), else random weights, and says which; the answer is forced to ``--answer-seconds`` so every repeat
 times the same work. The input's own encoding is not in ``first_audio_ms``: the streaming encoder turns the
 question into codes while it is being spoken (its step time is ``bench codec``'s).
+
+``agent`` streams held-out questions of a trained run (the newest, or ``--run``), in real time, 20 ms at a time,
+through one live session (:mod:`s2slib.agent`: VAD, end of turn, streaming encode, answer, streaming decode) and
+times on the client's clock: ``e2e_ms_median`` and ``e2e_ms_p95`` (from the true end of the question's speech to
+the first answer audio, with the default end-of-turn silence), ``after_eot_ms_median`` (from the end-of-turn event
+to that audio), ``stages_ms`` (the session's own medians: end-of-turn wait, encode, first frame, first audio),
+``rtf_median``. Then it runs 1, 2, 4, ... sessions at once, each streaming two questions in real time, and reports
+``realtime_sessions``: the most for which every answer was generated faster than it plays and no client fell more
+than 100 ms behind its sending schedule (the machine kept up with every microphone).
 """
 
 from __future__ import annotations
@@ -254,6 +264,83 @@ def bench_s2s(model_path: str | None = None, codec_path: str | None = None, prom
     }
 
 
+def _median(values: list[float]) -> float | None:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    return round(float(np.median(vals)), 1) if vals else None
+
+
+def bench_agent(run: str | None = None, questions: int = 20, threads: int = 2, max_sessions: int = 8,
+                progress: bool = True) -> dict:
+    """The live agent's latency and capacity on this machine; see the module docstring."""
+    import asyncio
+
+    from s2slib.agent.client import heldout_questions, talk_in_process
+    from s2slib.agent.config import AgentConfig
+    from s2slib.agent.engine import AgentEngine
+
+    engine = AgentEngine(run, threads=threads)
+    asked = heldout_questions(engine.run, questions, sources=engine.sources)
+    if len(asked) < questions:
+        raise ValueError(f"{engine.run} holds {len(asked)} held-out questions; asked for {questions}")
+    config = AgentConfig()
+    wavs = [q.wav for q in asked]
+    settings = [(q.voice, q.emotion) for q in asked]
+    if progress:
+        print(f"agent: {len(wavs)} held-out questions in real time through one session ({engine.run})",
+              file=sys.stderr)
+    asyncio.run(talk_in_process(engine, wavs[:1], config))  # warm-up
+    results, session = asyncio.run(talk_in_process(engine, wavs, config, settings=settings))
+    answered = [r for r in results if r.answered and r.e2e_ms is not None]
+    e2e = [r.e2e_ms for r in answered]
+    tel = session.telemetry
+
+    def concurrent(k: int) -> tuple[bool, dict]:
+        async def many():
+            return await asyncio.gather(*[talk_in_process(engine, wavs[2 * i % len(wavs):2 * i % len(wavs) + 2],
+                                                          config) for i in range(k)])
+
+        outs = asyncio.run(many())
+        turns = [(r, s) for rs, s in outs for r in rs]
+        rtfs = [t.rtf for _, s in outs for t in s.telemetry]
+        lag = max(r.max_lag_ms for r, _ in turns)
+        ok = all(r.answered for r, _ in turns) and all(np.isfinite(x) and x < 1.0 for x in rtfs) and lag < 100.0
+        row = {"sessions": k, "ok": ok, "e2e_ms_median": _median([r.e2e_ms for r, _ in turns]),
+               "rtf_max": round(max(rtfs), 3) if rtfs else None, "max_lag_ms": round(lag, 1)}
+        if progress:
+            print(f"agent: {k} sessions at once: {row}", file=sys.stderr)
+        return ok, row
+
+    capacity, rows, k = 0, [], 1
+    while k <= max_sessions:
+        ok, row = concurrent(k)
+        rows.append(row)
+        if not ok:
+            break
+        capacity = k
+        k = k * 2 if k < 4 else k + 2
+    return {
+        "benchmark": "agent",
+        "questions": len(results),
+        "answered": len(answered),
+        "e2e_ms_median": _median(e2e),
+        "e2e_ms_p95": round(float(np.percentile(e2e, 95)), 1) if e2e else None,
+        "after_eot_ms_median": _median([r.after_eot_ms for r in answered]),
+        "end_of_turn_ms": config.end_of_turn_ms,
+        "stages_ms": {k: _median([getattr(t, k) for t in tel])
+                      for k in ("eot_delay_ms", "encode_ms", "first_frame_ms", "first_audio_ms")},
+        "rtf_median": round(float(np.median([t.rtf for t in tel if np.isfinite(t.rtf)])), 3) if tel else None,
+        "answer_s_median": _median([t.answer_s for t in tel]),
+        "realtime_sessions": capacity,
+        "concurrency": rows,
+        "run": str(engine.run),
+        "model_params": engine.model.num_parameters(),
+        "threads": threads,
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m s2slib.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -273,8 +360,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--answer-seconds", type=float, default=4.0, help="length of the answer (forced)")
     s.add_argument("--threads", type=int, default=2, help="CPU threads (the targets are stated for this 2-core machine)")
     s.add_argument("--repeats", type=int, default=3, help="timed repetitions; the median counts")
+    a = sub.add_parser("agent", help="the live agent's end-to-end latency and concurrent sessions, on the CPU")
+    a.add_argument("--run", help="run directory (default: the newest with trained checkpoints)")
+    a.add_argument("--questions", type=int, default=20, help="held-out questions streamed (at least 20 for the "
+                                                              "figures in the README)")
+    a.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    a.add_argument("--max-sessions", type=int, default=8, help="the most concurrent sessions tried")
     args = parser.parse_args(argv)
-    if args.command == "s2s":
+    if args.command == "agent":
+        result = bench_agent(args.run, args.questions, args.threads, args.max_sessions)
+    elif args.command == "s2s":
         result = bench_s2s(args.model, args.codec, args.prompt_seconds, args.answer_seconds, args.threads,
                            args.repeats)
     else:

@@ -23,6 +23,19 @@ from s2slib.agent.config import SAMPLE_RATE, AgentConfig
 from s2slib.agent.protocol import decode_audio
 
 
+def run_sync(coro):
+    """Run a coroutine to completion from synchronous code, also inside Jupyter (whose event loop is already
+    running: the coroutine then runs on its own loop in a helper thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def speech_span(wav: np.ndarray, floor_db: float = -35.0, frame: int = 160) -> tuple[int, int]:
     """``(first, last)`` sample of the speech in ``wav``: 10 ms frames within ``floor_db`` of the loudest one."""
     n = len(wav) // frame
@@ -44,22 +57,25 @@ class TurnResult:
     events: list[dict[str, Any]] = field(default_factory=list)
     latency: dict[str, Any] | None = None
     interrupted: bool = False
+    max_lag_ms: float = 0.0  # how far the client fell behind its real-time sending schedule (the machine keeping up)
 
     @property
     def answered(self) -> bool:
         return len(self.answer) > 0
 
 
-Message = tuple[str, Any]  # ("audio", float32 array) or ("event", dict)
+Message = tuple[str, Any, float]  # ("audio", float32 array, arrival) or ("event", dict, arrival perf_counter())
 
 
 async def talk(send: Callable[[np.ndarray], Awaitable[None]], inbox: asyncio.Queue, questions: list[np.ndarray],
                chunk_ms: int = 20, lead_s: float = 0.4, max_wait_s: float = 12.0,
-               barge_in: dict[int, tuple[float, np.ndarray]] | None = None) -> list[TurnResult]:
+               barge_in: dict[int, tuple[float, np.ndarray]] | None = None,
+               before_turn: Callable[[int], Awaitable[None]] | None = None) -> list[TurnResult]:
     """Stream ``questions`` (float32, 16 kHz) in real time, one turn each; see the module docstring.
 
     barge_in: ``{question index: (seconds after the first answer audio, audio to speak then)}``: interrupt that
     answer with the given speech (which is then the next turn's question; its result is the next entry).
+    before_turn: called with the question's index before it is streamed (to set the voice, say).
     """
     chunk = SAMPLE_RATE * chunk_ms // 1000
     silence = np.zeros(chunk, np.float32)
@@ -73,6 +89,8 @@ async def talk(send: Callable[[np.ndarray], Awaitable[None]], inbox: asyncio.Que
         wait = t0 + sent / SAMPLE_RATE - time.perf_counter()
         if wait > 0:
             await asyncio.sleep(wait)
+        elif results:
+            results[-1].max_lag_ms = max(results[-1].max_lag_ms, -1000 * wait)
         await send(block)
         sent += len(block)
         return time.perf_counter()
@@ -81,8 +99,7 @@ async def talk(send: Callable[[np.ndarray], Awaitable[None]], inbox: asyncio.Que
         """Handle what arrived; True when the answer has ended."""
         done = False
         while not inbox.empty():
-            kind, payload = inbox.get_nowait()
-            now = time.perf_counter()
+            kind, payload, now = inbox.get_nowait()  # now: when it arrived
             if kind == "audio":
                 if not res.answered and t_end is not None:
                     res.e2e_ms = 1000 * (now - t_end)
@@ -107,6 +124,8 @@ async def talk(send: Callable[[np.ndarray], Awaitable[None]], inbox: asyncio.Que
         _, end = speech_span(wav)
         res = TurnResult(question_s=len(wav) / SAMPLE_RATE)
         results.append(res)
+        if before_turn is not None and i < len(questions):
+            await before_turn(i)
         for _ in range(int(lead_s * SAMPLE_RATE) // chunk):
             await push(silence)
             take(res, None)
@@ -137,8 +156,11 @@ async def talk(send: Callable[[np.ndarray], Awaitable[None]], inbox: asyncio.Que
 
 
 async def talk_in_process(engine, questions: list[np.ndarray], config: AgentConfig | None = None,
-                          voice: str | None = None, emotion: str | None = None, **kwargs) -> tuple[list[TurnResult], Any]:
-    """:func:`talk` through a :class:`~s2slib.agent.runner.SessionRunner` in this process: ``(results, session)``."""
+                          voice: str | None = None, emotion: str | None = None,
+                          settings: list[tuple[str, str | None]] | None = None,
+                          **kwargs) -> tuple[list[TurnResult], Any]:
+    """:func:`talk` through a :class:`~s2slib.agent.runner.SessionRunner` in this process: ``(results, session)``.
+    ``settings``: a ``(voice, emotion)`` per question, set before it is asked."""
     from s2slib.agent.runner import SessionRunner
     from s2slib.agent.session import AgentSession
 
@@ -146,11 +168,18 @@ async def talk_in_process(engine, questions: list[np.ndarray], config: AgentConf
     inbox: asyncio.Queue = asyncio.Queue()
 
     async def receive(ev) -> None:
-        inbox.put_nowait(("audio", ev.audio) if ev.type == "audio" else ("event", {"type": ev.type, **ev.data}))
+        inbox.put_nowait(("audio", ev.audio, time.perf_counter()) if ev.type == "audio"
+                         else ("event", {"type": ev.type, **ev.data}, time.perf_counter()))
 
     runner = SessionRunner(session, receive)
+
+    async def before_turn(i: int) -> None:
+        v, e = settings[i]
+        await runner.control("voice", v)
+        await runner.control("emotion", e or "neutral")
+
     try:
-        results = await talk(runner.feed, inbox, questions, **kwargs)
+        results = await talk(runner.feed, inbox, questions, before_turn=before_turn if settings else None, **kwargs)
     finally:
         await runner.close()
     return results, session
@@ -165,8 +194,8 @@ async def talk_ws(url: str, questions: list[np.ndarray], controls: list[dict] | 
     async with websockets.connect(url, max_size=None) as ws:
         async def receive() -> None:
             async for msg in ws:
-                inbox.put_nowait(("audio", decode_audio(msg)) if isinstance(msg, bytes)
-                                 else ("event", json.loads(msg)))
+                inbox.put_nowait(("audio", decode_audio(msg), time.perf_counter()) if isinstance(msg, bytes)
+                                 else ("event", json.loads(msg), time.perf_counter()))
 
         reader = asyncio.create_task(receive())
         for c in controls or []:
@@ -181,9 +210,23 @@ async def talk_ws(url: str, questions: list[np.ndarray], controls: list[dict] | 
             reader.cancel()
 
 
-def heldout_questions(run: str | Path, n: int = 20, kind: str = "pair") -> list[tuple[str, np.ndarray, str]]:
-    """Up to ``n`` held-out (test split) user questions of a run: ``(text, float32 at 16 kHz, answer text)``,
-    spread over the test voices."""
+@dataclass
+class Question:
+    """A held-out question: its text and audio (float32, 16 kHz), and the answer the data set gives it (text,
+    agent voice, emotion)."""
+
+    text: str
+    wav: np.ndarray
+    answer: str
+    voice: str
+    emotion: str | None
+    source_id: str = ""
+
+
+def heldout_questions(run: str | Path, n: int = 20, kind: str = "pair",
+                      sources: set[str] | frozenset[str] | None = None) -> list[Question]:
+    """The first ``n`` held-out (test split) user questions of a run, with their answers; with ``sources``, only
+    those of the written pairs the model learnt (their answers, in other user voices: ``AgentEngine.sources``)."""
     from s2slib.audio import load_audio
 
     path = Path(run) / "data" / "conversations" / f"{kind}s_test.jsonl"
@@ -192,9 +235,12 @@ def heldout_questions(run: str | Path, n: int = 20, kind: str = "pair") -> list[
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
+        if sources and row.get("source_id") not in sources:
+            continue
         user, agent = row["turns"][0], row["turns"][1]
         wav, _ = load_audio((path.parent / user["audio_path"]).resolve(), SAMPLE_RATE)
-        out.append((user["text"], wav.astype(np.float32), agent["text"]))
+        out.append(Question(user["text"], wav.astype(np.float32), agent["text"], agent["speaker"], agent.get("emotion"),
+                            row.get("source_id", "")))
         if len(out) >= n:
             break
     return out

@@ -95,6 +95,7 @@ class AgentEngine:
         self.hop = self.codec.hop_length
         self.frame_rate = c.frame_rate
         self.voices = tuple(c.speakers)
+        self.sources = frozenset(info.get("sources") or [])  # the written pairs and dialogues it learnt
         self.emotions = tuple(c.emotions)
 
     @property

@@ -1,7 +1,7 @@
 """Serve the live agent: ``python -m s2slib.agent.serve`` (``make demo``).
 
     python -m s2slib.agent.serve [--run runs/laptop] [--port 7860] [--public] [--no-demo]
-                                 [--end-of-turn-ms 320] [--max-sessions 8] [--threads 2]
+                                 [--end-of-turn-ms 352] [--max-sessions 8] [--threads 2]
 
 Serves http://127.0.0.1:7860/ (the plain page), ``/demo`` (Gradio), ``/ws`` and ``/health``. It binds loopback
 unless ``--public`` is given (then every interface: anyone who can reach the port can talk to it). Without

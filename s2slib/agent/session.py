@@ -185,7 +185,7 @@ class AgentSession:
     def _push_codes(self, wav: np.ndarray) -> None:
         codes = self.encoder.push(torch.from_numpy(np.ascontiguousarray(wav)).view(1, 1, -1))
         if codes.shape[-1]:
-            self._codes.append(codes[0])
+            self._codes.append(codes[0].cpu())
 
     def _start_turn(self, speech_start: int, chunk_start: int) -> None:
         """Begin encoding at the pre-roll before the speech; the samples of this chunk are in ``_recent``."""
@@ -200,7 +200,7 @@ class AgentSession:
         n = int(np.ceil((speech_end + self.config.tail_ms * SAMPLE_RATE / 1000 - self._origin) / self._hop))
         have = sum(c.shape[-1] for c in self._codes)
         if have < n:
-            self._codes.append(self.encoder.flush()[0])
+            self._codes.append(self.encoder.flush()[0].cpu())
         codes = torch.cat(self._codes, dim=-1)[:, :n].numpy() if self._codes else np.zeros((1, 0), np.int64)
         self._codes = []
         self._turns += 1
@@ -268,11 +268,11 @@ class AgentSession:
                     break
                 if not frames:
                     tel.first_frame_ms = 1000 * (time.perf_counter() - turn.eot_wall)
-                frames.append(fr.codes[0])
+                frames.append(fr.codes[0].cpu())
                 pending.append(fr.codes[0])
                 if len(pending) < cfg.chunk_frames:
                     continue
-                wav = decoder.push(torch.stack(pending, dim=-1).unsqueeze(0)).view(-1).numpy()
+                wav = decoder.push(torch.stack(pending, dim=-1).unsqueeze(0)).view(-1).float().cpu().numpy()
                 pending = []
                 if wav.size and not a["cancel"].is_set():
                     yield self._audio(a, tel, turn, wav)
@@ -281,7 +281,7 @@ class AgentSession:
             if not a["cancel"].is_set():
                 tail = [decoder.push(torch.stack(pending, dim=-1).unsqueeze(0))] if pending else []
                 tail.append(decoder.flush())
-                wav = torch.cat(tail, dim=-1).view(-1).numpy()
+                wav = torch.cat(tail, dim=-1).view(-1).float().cpu().numpy()
                 if wav.size:
                     yield self._audio(a, tel, turn, wav)
         finally:
