@@ -90,7 +90,9 @@ def test_the_gradio_demo_hears_the_microphone_and_plays_the_answer(browser_setup
         "document.querySelector('#status textarea').value.startsWith('answered turn')", timeout=90000)
     page.wait_for_function(  # the streamed answer is playing (or has played) in the agent's player
         "[...document.querySelectorAll('#agent-audio audio')].some(a => a.currentTime > 0)", timeout=30000)
-    assert page.locator("#conversation audio, #conversation [data-testid='waveform-controls'], "
-                        "#conversation .message").count() >= 2
+    page.wait_for_function(  # the question the agent heard and its answer, as two audio players in the chat
+        "document.querySelectorAll(\"#conversation [data-testid='user'], #conversation [data-testid='bot']\").length"
+        " >= 2 && document.querySelectorAll(\"#conversation [data-testid='waveform-Audio']\").length >= 2",
+        timeout=30000)
     assert "end-to-end ms" in page.locator("#latency-table").inner_text()
     page.close()
