@@ -208,3 +208,20 @@ def test_protocol_parses_good_messages_and_names_bad_ones():
 
     pcm = encode_event(Event("audio", {}, np.array([0.0, 0.5, -1.0, 2.0], np.float32)))
     assert np.frombuffer(pcm, "<i2").tolist() == [0, 16384, -32767, 32767]
+
+
+def test_the_newest_trained_run_is_served_and_smoke_runs_only_as_a_last_resort(tmp_path):
+    import os
+
+    from s2slib.agent.engine import find_run, trained_runs
+
+    for name, age in (("laptop", 300), ("mine", 100), ("smoke", 0)):
+        for rel in ("codec/codec.pt", "s2s_answer/s2s.pt"):
+            path = tmp_path / name / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x")
+            os.utime(path, (1e9 - age, 1e9 - age))
+    (tmp_path / "half" / "codec").mkdir(parents=True)
+    (tmp_path / "half" / "codec" / "codec.pt").write_bytes(b"x")  # no answer model: not a trained run
+    assert [p.name for p in trained_runs(tmp_path)] == ["mine", "laptop", "smoke"]
+    assert find_run(tmp_path).name == "mine"

@@ -98,7 +98,7 @@ def latency_figure(telemetry: list[dict[str, Any]]):
     ax.set_title("Latency per turn (end of speech to first answer audio)")
     if turns:
         ax.set_xticks(turns)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     plt.close(fig)
     return fig

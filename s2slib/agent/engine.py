@@ -18,7 +18,6 @@ from s2slib.agent.config import SAMPLE_RATE
 
 CODEC_REL = "codec/codec.pt"
 MODEL_REL = "s2s_answer/s2s.pt"
-PROFILE_ORDER = ("gpu", "laptop", "smoke")  # equal times: the bigger profile's run wins
 
 
 class NoTrainedRun(FileNotFoundError):
@@ -26,16 +25,16 @@ class NoTrainedRun(FileNotFoundError):
 
 
 def trained_runs(runs_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Run directories under ``runs_dir`` (default: the course's runs folder) with both checkpoints, newest first."""
+    """Run directories under ``runs_dir`` (default: the course's runs folder) with both checkpoints, newest first;
+    smoke runs last, whatever their age: their models are a few steps old and say nothing."""
     from s2slib import paths
 
     root = Path(runs_dir) if runs_dir is not None else paths.runs_dir()
     found = [d for d in sorted(root.iterdir()) if (d / CODEC_REL).is_file() and (d / MODEL_REL).is_file()] \
         if root.is_dir() else []
 
-    def key(d: Path) -> tuple[float, int]:
-        rank = PROFILE_ORDER.index(d.name) if d.name in PROFILE_ORDER else len(PROFILE_ORDER)
-        return (-(d / MODEL_REL).stat().st_mtime, rank)
+    def key(d: Path) -> tuple[bool, float]:  # smoke runs (tiny models, a few steps) only when nothing else is there
+        return (d.name.startswith("smoke"), -(d / MODEL_REL).stat().st_mtime)
 
     return sorted(found, key=key)
 

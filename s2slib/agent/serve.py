@@ -5,7 +5,7 @@
 
 Serves http://127.0.0.1:7860/ (the plain page), ``/demo`` (Gradio), ``/ws`` and ``/health``. It binds loopback
 unless ``--public`` is given (then every interface: anyone who can reach the port can talk to it). Without
-``--run`` it uses the newest run with trained checkpoints; when there is none, ``--train-missing`` (what
+``--run`` it uses the newest run with trained checkpoints (a smoke run only when there is no other); when there is none, ``--train-missing`` (what
 ``make demo`` passes) runs the laptop-profile notebooks that are missing first, with their progress, instead of
 failing.
 """
