@@ -13,13 +13,13 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
 from s2slib import atomic
-from s2slib.checkpoint import load_checkpoint, rng_state, set_rng_state
+from s2slib.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from s2slib.runtime import pick_device, seed_everything
 
 
@@ -128,6 +128,15 @@ def gather_rng_states(info: DistInfo) -> list[dict[str, Any]] | None:
     states = [None] * info.world_size if info.is_main else None
     dist.gather_object(mine, states, dst=0)
     return states
+
+
+def save_training_checkpoint(path: Path, state: Callable[[], dict[str, Any]], kind: str, info: DistInfo) -> Path | None:
+    """Write a trainer's checkpoint atomically with every rank's random generators (``rng_ranks``): rank 0 writes
+    ``state()`` and returns the path, the other ranks return None; under DDP every rank must call it."""
+    rngs = gather_rng_states(info)
+    if not info.is_main:
+        return None
+    return save_checkpoint(path, {**state(), "rng_ranks": rngs}, kind=kind)
 
 
 def restore_rng_states(state: dict[str, Any], info: DistInfo, seed: int, step: int) -> bool:

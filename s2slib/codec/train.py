@@ -37,7 +37,7 @@ from s2slib.codec.losses import ReconstructionLoss, ReconstructionLossConfig
 from s2slib.codec.model import Codec
 from s2slib.data.augment import AugmentConfig
 from s2slib.data.loader import CropSampler, load_utterances, read_crop, step_batches
-from s2slib.training import (History, autocast, gather_rng_states, optimisation_state, restore_optimisation,
+from s2slib.training import (History, autocast, optimisation_state, restore_optimisation, save_training_checkpoint,
                              schedule_and_scaler, start_run)
 
 CHECKPOINT = "checkpoint.pt"
@@ -234,10 +234,7 @@ class CodecTrainer:
 
     def save(self) -> Path | None:
         """Write ``checkpoint.pt`` (rank 0 writes; under DDP every rank must call it); returns its path."""
-        rngs = gather_rng_states(self.dist)
-        if not self.dist.is_main:
-            return None
-        return save_checkpoint(self.out_dir / CHECKPOINT, {**self._state(), "rng_ranks": rngs}, kind=self.kind)
+        return save_training_checkpoint(self.out_dir / CHECKPOINT, self._state, self.kind, self.dist)
 
     # ------------------------------------------------------------------ training
     def train_step(self, wav: torch.Tensor) -> dict[str, float]:

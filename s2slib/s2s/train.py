@@ -35,7 +35,7 @@ from s2slib.codec.config import dataclass_from_dict
 from s2slib.s2s.config import S2SConfig
 from s2slib.s2s.data import Batch, ContinuationSampler, ContinuationTask, TokenItem, fixed_batches
 from s2slib.s2s.model import S2SModel, codebook_losses
-from s2slib.training import (History, autocast, gather_rng_states, optimisation_state, restore_optimisation,
+from s2slib.training import (History, autocast, optimisation_state, restore_optimisation, save_training_checkpoint,
                              schedule_and_scaler, start_run)
 
 CHECKPOINT = "checkpoint.pt"
@@ -206,10 +206,7 @@ class S2STrainer:
 
     def save(self) -> Path | None:
         """Write ``checkpoint.pt`` atomically (every rank must call it under DDP; rank 0 writes)."""
-        rngs = gather_rng_states(self.dist)
-        if not self.dist.is_main:
-            return None
-        return save_checkpoint(self.out_dir / CHECKPOINT, {**self._state(), "rng_ranks": rngs}, kind=self.kind)
+        return save_training_checkpoint(self.out_dir / CHECKPOINT, self._state, self.kind, self.dist)
 
     def export(self, path: Path, extra: dict[str, Any] | None = None) -> Path:
         """The model alone (config, weights, codec fingerprint, steps and the last validation): ``s2s.pt``."""
