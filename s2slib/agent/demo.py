@@ -144,20 +144,15 @@ def build_demo(engine: AgentEngine, config: AgentConfig | None = None):
     def after_answer(state):
         if state is None or not state.session.telemetry:
             return state, state.status if state else "", state.chat if state else [], gr.skip(), gr.skip()
-        s, tel = state.session, state.session.telemetry[-1]
-        turns = s.context.turns
-        codec = engine.codec
         import torch
 
-        paths = []
-        for role, turn in zip(("user", "agent"), turns[-2:] if len(turns) >= 2 else turns):
+        s, tel = state.session, state.session.telemetry[-1]
+        for turn in s.context.turns[-2:]:  # this exchange: what the agent heard, and what it said
             with torch.inference_mode():
-                wav = codec.decode(torch.from_numpy(turn.codes.astype(np.int64)).unsqueeze(0)).view(-1).numpy()
+                wav = engine.codec.decode(torch.from_numpy(turn.codes.astype(np.int64)).unsqueeze(0)).view(-1).numpy()
             path = state.dir / f"turn{tel.turn:03d}_{turn.role}.wav"
             sf.write(path, wav, SAMPLE_RATE)
-            paths.append((turn.role, path))
-        for role, path in paths:
-            state.chat.append({"role": "user" if role == "user" else "assistant",
+            state.chat.append({"role": "user" if turn.role == "user" else "assistant",
                                "content": {"path": str(path), "mime_type": "audio/wav"}})
         state.status = (f"answered turn {tel.turn} in {tel.e2e_ms:.0f} ms from the end of your speech"
                         + (" (interrupted)" if tel.interrupted else ""))

@@ -49,7 +49,7 @@ class SessionRunner:
     async def feed(self, pcm: np.ndarray) -> None:
         """Listen to the next chunk; start answering when a turn ends."""
         for ev in await asyncio.to_thread(self.session.feed, pcm):
-            self._queue.put_nowait(ev)
+            self.emit(ev)
         self._maybe_answer()
 
     def _maybe_answer(self) -> None:
@@ -69,34 +69,20 @@ class SessionRunner:
     async def control(self, kind: str, value: str | None = None) -> None:
         """``voice``/``emotion`` (for the next answer), ``reset``, ``interrupt``; errors go out as events."""
         s = self.session
-        if kind == "voice":
-            s.set_voice(value)
-            self._queue.put_nowait(Event("settings", {"voice": s.voice, "emotion": s.emotion}))
-        elif kind == "emotion":
-            s.set_emotion(value)
-            self._queue.put_nowait(Event("settings", {"voice": s.voice, "emotion": s.emotion}))
+        if kind in ("voice", "emotion"):
+            (s.set_voice if kind == "voice" else s.set_emotion)(value)
+            events = [Event("settings", {"voice": s.voice, "emotion": s.emotion})]
         elif kind == "reset":
-            for ev in s.reset():
-                self._queue.put_nowait(ev)
+            events = s.reset()
         elif kind == "interrupt":
-            for ev in s.interrupt(reason="client"):
-                self._queue.put_nowait(ev)
+            events = s.interrupt(reason="client")
         else:
             raise ValueError(f"unknown control {kind!r}")
+        for ev in events:
+            self.emit(ev)
 
     def emit(self, ev: Event) -> None:
         self._queue.put_nowait(ev)
-
-    async def wait_answer(self) -> None:
-        """Until no answer is being generated."""
-        while self.answering:
-            await asyncio.wait({self._answer})
-            await asyncio.sleep(0)
-
-    async def drain(self) -> None:
-        """Until every event so far has been sent."""
-        while not self._queue.empty():
-            await asyncio.sleep(0.001)
 
     async def close(self) -> None:
         """Stop answering, send what is queued, and end."""

@@ -23,7 +23,7 @@ from fastapi import WebSocket  # at module level: FastAPI reads the endpoint's a
 
 from s2slib.agent.config import SAMPLE_RATE, AgentConfig, ServerLimits
 from s2slib.agent.engine import AgentEngine
-from s2slib.agent.protocol import ProtocolError, encode_event, parse_audio, parse_control
+from s2slib.agent.protocol import ProtocolError, encode_event, event_json, parse_audio, parse_control
 from s2slib.agent.runner import SessionRunner
 from s2slib.agent.session import AgentSession, Event
 
@@ -56,7 +56,8 @@ class AgentServer:
         lim = self.limits
         await ws.accept()
         if self.sessions >= lim.max_sessions:
-            await ws.send_text(_error("server_busy", f"the server holds {lim.max_sessions} sessions already"))
+            await ws.send_text(event_json("error", code="server_busy",
+                                          message=f"the server holds {lim.max_sessions} sessions already"))
             await ws.close(code=1013)
             return
         self.sessions += 1
@@ -136,12 +137,6 @@ class AgentServer:
                     await ws.close(code=closing[0])
                 except Exception:
                     pass
-
-
-def _error(code: str, message: str) -> str:
-    from s2slib.agent.protocol import event_json
-
-    return event_json("error", code=code, message=message)
 
 
 def create_app(engine: AgentEngine, config: AgentConfig | None = None, limits: ServerLimits | None = None,

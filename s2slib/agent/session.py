@@ -160,7 +160,6 @@ class AgentSession:
         if not np.all(np.isfinite(wav)):
             raise ValueError("audio contains NaN or infinite samples")
         events: list[Event] = []
-        start = self.received
         self.received += len(wav)
         self._recent = np.concatenate([self._recent, wav])[-self._keep:]
         if self.detector.in_turn:
@@ -176,7 +175,7 @@ class AgentSession:
             if ev.kind == "speech_started":
                 if was_speaking:
                     events += self.interrupt(reason="barge_in")
-                self._start_turn(ev.speech_start, start)
+                self._start_turn(ev.speech_start)
                 events.append(Event("speech_started", {"t": ev.speech_start / SAMPLE_RATE}))
             else:
                 events.append(self._end_turn(ev.speech_start, ev.speech_end, ev.sample))
@@ -187,7 +186,7 @@ class AgentSession:
         if codes.shape[-1]:
             self._codes.append(codes[0].cpu())
 
-    def _start_turn(self, speech_start: int, chunk_start: int) -> None:
+    def _start_turn(self, speech_start: int) -> None:
         """Begin encoding at the pre-roll before the speech; the samples of this chunk are in ``_recent``."""
         self.encoder.reset()
         self._codes = []
