@@ -263,6 +263,26 @@ def _depth_ladder(codec, label: str, weights: str, levels: list[int] | None, cli
     return rows
 
 
+def latent_error_by_depth(codec, clips: list[np.ndarray]) -> list[float]:
+    """How much of the latent each quantizer depth leaves out, for a codec with ``latent(wav)``, ``encode(wav)`` and
+    ``dequantize(codes)`` (the course codec, EnCodec-from-scratch): ``[e_1, ..., e_n_q]``, ``e_n`` the energy of
+    ``latent - dequantize(codes[:, :n])`` over the latent's energy, pooled over ``clips`` (16 kHz mono). A ladder whose
+    ``e_1`` is already near ``e_n_q`` gives the decoder nearly the same input at every bit rate: it has to be flat."""
+    if not clips:
+        raise ValueError("latent_error_by_depth needs at least one clip.")
+    n_q = codec.config.n_q
+    err, energy = np.zeros(n_q), 0.0
+    with torch.inference_mode():
+        for clip in clips:
+            x = torch.as_tensor(np.asarray(clip, dtype=np.float32)).view(1, 1, -1)
+            z = codec.latent(x).float()
+            codes = codec.encode(x)
+            energy += float(z.pow(2).sum())
+            for n in range(1, n_q + 1):
+                err[n - 1] += float((z - codec.dequantize(codes[:, :n]).float()).pow(2).sum())
+    return [float(e / max(energy, 1e-12)) for e in err]
+
+
 def compare_codecs(course_codec, encodec: EncodecCodec | None, clips: list[np.ndarray],
                    bandwidths: tuple[float, ...] = BANDWIDTHS, course_levels: list[int] | None = None,
                    timing_encodec: EncodecCodec | None = None, clip_names: list[str] | None = None,

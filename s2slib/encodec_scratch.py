@@ -383,9 +383,8 @@ class EncodecScratch(FramedCodec):
     def encode(self, wav: Tensor, n_q: int | None = None) -> Tensor:
         """``wav: Tensor[B, channels, T]`` -> ``codes: Tensor[B, n_q, ceil(T / hop_length)]`` (int64); ``n_q``
         levels (default: all). Never changes the codebooks."""
-        self._check_wav(wav)
         n = self.config.n_q if n_q is None else self._check_n_q(n_q)
-        latent = self.latent_norm(self.encoder(self._pad(wav)))  # (B, D, F)
+        latent = self.latent(wav)  # (B, D, F)
         if self.config.quantizer == "course":
             return self.quantizer.encode(latent.float(), n_q=n)  # (B, n_q, F)
         codes = self.quantizer.vq.encode(latent.float(), n_q=n)  # (n_q, B, F): encodec puts the levels first
@@ -403,12 +402,20 @@ class EncodecScratch(FramedCodec):
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.config.codebook_size):
             raise ValueError(f"codes must lie in [0, {self.config.codebook_size}), got values in "
                              f"[{int(codes.min())}, {int(codes.max())}].")
-        if self.config.quantizer == "course":
-            latent_q = self.quantizer.decode(codes.long())  # (B, n_q, F) -> (B, D, F)
-        else:
-            latent_q = self.quantizer.decode(codes.long().transpose(0, 1))  # (n_q, B, F) -> (B, D, F)
-        wav = self.decoder(latent_q)
+        wav = self.decoder(self.dequantize(codes))
         return wav if length is None else wav[..., :length]
+
+    def latent(self, wav: Tensor) -> Tensor:
+        """``wav: Tensor[B, channels, T]`` -> what the quantizer reads, ``Tensor[B, D, F]`` (standardised when
+        ``latent_norm``)."""
+        self._check_wav(wav)
+        return self.latent_norm(self.encoder(self._pad(wav)))
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        """``codes: Tensor[B, n_q, F]`` -> the latent the decoder reads, ``Tensor[B, D, F]``."""
+        if self.config.quantizer == "course":
+            return self.quantizer.decode(codes.long())  # (B, n_q, F) -> (B, D, F)
+        return self.quantizer.decode(codes.long().transpose(0, 1))  # encodec's layout: (n_q, B, F) -> (B, D, F)
 
     def forward(self, wav: Tensor, n_q: int | None = None) -> CodecOutput:
         """Encode, quantize and decode ``wav: Tensor[B, channels, T]`` (the training pass).

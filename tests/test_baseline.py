@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from s2slib import baseline
-from s2slib.baseline import BANDWIDTHS, WeightsUnavailable, compare_codecs, load_encodec, untrained_encodec
+from s2slib.baseline import (BANDWIDTHS, WeightsUnavailable, compare_codecs, latent_error_by_depth, load_encodec,
+                             untrained_encodec)
 from s2slib.codec.config import CodecConfig
 from s2slib.codec.model import Codec
 
@@ -168,3 +169,34 @@ def test_compare_command_line_never_prints_nan(tmp_path):
     ours = [r for r in out["rows"] if r["codec"] == "course codec"]
     assert ours and all(r["stoi"] is None and r["mel_distance"] is not None for r in ours)
     assert all(r["skipped"]["stoi"][0].startswith(str(tmp_path / "audio" / "short.wav")) for r in ours)
+
+
+def test_latent_error_by_depth_falls_with_levels_and_is_zero_for_an_exact_quantizer():
+    torch.manual_seed(0)
+    course = Codec(CodecConfig.tiny())
+    rng = np.random.default_rng(5)
+    clips = [rng.normal(0, 0.1, 8000).astype(np.float32) for _ in range(2)]
+    course.train()
+    with torch.no_grad():  # one training pass: k-means puts every level's codebook on its residuals
+        course(torch.from_numpy(np.stack(clips)).unsqueeze(1), n_q=course.config.n_q)
+    errors = latent_error_by_depth(course.eval(), clips)
+    assert len(errors) == course.config.n_q and all(0 <= e for e in errors)
+    assert errors[-1] < errors[0] and all(b <= a + 1e-6 for a, b in zip(errors, errors[1:]))
+
+    class Exact:  # a "codec" whose quantizer is lossless at every depth
+        config = course.config
+
+        def latent(self, x):
+            return x[..., :64].view(1, 4, 16)
+
+        def encode(self, x):
+            return torch.zeros(1, self.config.n_q, 16, dtype=torch.long)
+
+        def dequantize(self, codes):
+            return self._z
+
+    exact = Exact()
+    exact._z = exact.latent(torch.from_numpy(clips[0]).view(1, 1, -1))
+    assert latent_error_by_depth(exact, clips[:1]) == [0.0] * course.config.n_q
+    with pytest.raises(ValueError, match="at least one clip"):
+        latent_error_by_depth(course, [])

@@ -238,13 +238,22 @@ class Codec(FramedCodec):
         ``n_q`` levels (default: all). The input is right-padded with zeros to whole frames. Never changes the
         codebooks, in training mode or not.
         """
+        return self.quantizer.encode(self.latent(wav), n_q)
+
+    def latent(self, wav: Tensor) -> Tensor:
+        """``wav: Tensor[B, channels, T]`` -> the encoder's output before quantization, ``Tensor[B, D, F]``."""
         self._check_wav(wav)
-        return self.quantizer.encode(self.encoder(self._pad(wav)), n_q)
+        return self.encoder(self._pad(wav))
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        """``codes: Tensor[B, n_q, F]`` -> the latent the decoder reads, ``Tensor[B, D, F]`` (the sum of the levels'
+        entries)."""
+        return self.quantizer.decode(codes)
 
     def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
         """``codes: Tensor[B, n_q, F]`` (any ``n_q`` from 1 to ``config.n_q``) -> ``wav: Tensor[B, channels, F * hop]``,
         cut to ``length`` samples if given (pass the original ``T`` to undo the padding of :meth:`encode`)."""
-        wav = self.bounded(self.decoder(self.quantizer.decode(codes)))
+        wav = self.bounded(self.decoder(self.dequantize(codes)))
         return wav if length is None else wav[..., :length]
 
     def bounded(self, wav: Tensor) -> Tensor:
