@@ -125,6 +125,20 @@ def test_answer_batches_put_history_in_the_source_and_are_pure(tmp_path):
     assert int(batch.speaker[0]) == CONFIG.speaker_index("Priya")
 
 
+def test_input_dropout_hides_only_answer_codes_and_is_pure(tmp_path):
+    examples = answer_examples(conversation_rows(tmp_path), CONFIG.n_q)
+    plain = AnswerSampler(examples, CONFIG, 8, AnswerTask(max_answer_frames=12), seed=2).batch(5)
+    sampler = AnswerSampler(examples, CONFIG, 8, AnswerTask(max_answer_frames=12, input_dropout=0.5), seed=2)
+    hidden = sampler.batch(5)
+    assert torch.equal(hidden.inputs, sampler.batch(5).inputs)  # a function of (seed, step, rank): exact resume
+    assert torch.equal(hidden.src, plain.src) and torch.equal(hidden.targets, plain.targets)  # targets untouched
+    changed = hidden.inputs != plain.inputs
+    codes = plain.inputs < CONFIG.codebook_size
+    assert not (changed & ~codes).any()  # BOS, EOS and PAD stay where they were
+    assert (hidden.inputs[changed] == CONFIG.pad_id).all()
+    share = float(changed.sum()) / float(codes.sum())
+    assert 0.35 < share < 0.65, share
+
 def small_answer_config(**kw) -> AnswerTrainConfig:
     base = dict(max_steps=6, batch_size=4, lr=3e-3, warmup_steps=2, val_every=3, ckpt_every=2, log_every=1,
                 answer=AnswerTask(max_answer_frames=12))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from s2slib.checkpoint import CheckpointError, load_checkpoint
 from s2slib.codec.config import dataclass_from_dict
@@ -119,6 +120,8 @@ class AnswerTask:
     max_turns: int = DEFAULT_MAX_TURNS  # earlier turns the encoder may read (the seed plan's 10-turn memory)
     max_answer_frames: int = 400  # 8 s at 50 Hz; a longer answer is cropped (and then has no EOS)
     drop_emotion: float = 0.1  # probability that the emotion label is withheld (the model then picks one)
+    input_dropout: float = 0.0  # share of the decoder's input codes hidden (PAD) in training: the answer's own past
+    # then cannot tell the decoder everything, so it has to read the question
 
 
 def example_parts(example: AnswerExample, config: S2SConfig, task: AnswerTask, with_history: bool = True,
@@ -148,6 +151,15 @@ class AnswerSampler(ContinuationSampler):
 
     def example(self, ex: AnswerExample, rng: np.random.Generator) -> tuple:
         return _labelled(ex, self.config, self.task, rng)
+
+    def batch(self, step: int, rank: int = 0) -> Batch:
+        b = super().batch(step, rank)
+        p = self.task.input_dropout
+        if p > 0:
+            rng = np.random.default_rng([self.seed, step, rank, 1])
+            hide = torch.from_numpy(rng.random(tuple(b.inputs.shape)) < p) & (b.inputs < self.config.codebook_size)
+            b.inputs = b.inputs.masked_fill(hide, self.config.pad_id)
+        return b
 
 
 def fixed_answer_batches(examples: list[AnswerExample], config: S2SConfig, batch_size: int,
