@@ -1,7 +1,7 @@
 """Benchmarks: speed and size figures measured by a script, never by a timed test.
 
     python -m s2slib.bench codec [--preset fast50] [--checkpoint C] [--seconds 10] [--threads 1] [--repeats 3]
-                                 [--no-fold]
+                                 [--no-fold] [--float-decoder]
     python -m s2slib.bench s2s [--model runs/laptop/s2s_pretrain/s2s.pt] [--codec runs/laptop/codec/codec.pt]
                                [--prompt-seconds 3] [--answer-seconds 4] [--threads 2] [--repeats 3]
     python -m s2slib.bench agent [--run runs/laptop] [--questions 20] [--threads 1] [--max-sessions 8]
@@ -15,7 +15,9 @@ plus the course codec's streaming step time for one frame and for a 20 ms chunk.
 ``latency_ms`` (the codec's algorithmic latency, ``config.latency_samples()``; compute time comes on top).
 
 The course codec is timed as it would serve: a copy with weight norm folded into plain weights
-(:func:`s2slib.codec.layers.fold_weight_norm`), unless ``--no-fold``. The default preset is ``fast50``, the codec
+(:func:`s2slib.codec.layers.fold_weight_norm`), unless ``--no-fold``, and with its decoder's linear layers in int8
+(:func:`s2slib.codec.layers.quantize_decoder_int8`; the codes stay the float codec's), unless ``--float-decoder``;
+the float decoder's figures are reported beside them (``stream_ms_per_20ms_float``, ``speedup_vs_encodec_float``). The default preset is ``fast50``, the codec
 the S2S stages use; ``--preset seed`` times the seed design.
 
 Speed does not depend on the weights, so both models run with random weights unless ``--checkpoint`` is given;
@@ -81,10 +83,12 @@ def _best_of(fn, repeats: int) -> float:
 
 
 @torch.inference_mode()
-def bench_course_codec(preset: str, checkpoint: str | None, seconds: float, repeats: int, fold: bool = True) -> dict:
-    """Offline and streaming timings of the course codec (its weight norm folded first if ``fold``)."""
+def bench_course_codec(preset: str, checkpoint: str | None, seconds: float, repeats: int, fold: bool = True,
+                       int8_decoder: bool = False) -> dict:
+    """Offline and streaming timings of the course codec (its weight norm folded first if ``fold``, its decoder's
+    linear layers in int8 if ``int8_decoder``)."""
     from s2slib.codec.config import CodecConfig
-    from s2slib.codec.layers import fold_weight_norm
+    from s2slib.codec.layers import fold_weight_norm, quantize_decoder_int8
     from s2slib.codec.model import Codec
     from s2slib.codec.train import load_codec
 
@@ -92,6 +96,8 @@ def bench_course_codec(preset: str, checkpoint: str | None, seconds: float, repe
     parameters = codec.num_parameters()  # of the model as trained (folding merges each g and v into one weight)
     if fold:
         codec = fold_weight_norm(codec).eval()
+    if int8_decoder:
+        codec = quantize_decoder_int8(codec).eval()
     cfg = codec.config
     wav = torch.from_numpy(speech(seconds, cfg.sample_rate)).view(1, 1, -1)
     codes = codec.encode(wav)
@@ -118,6 +124,7 @@ def bench_course_codec(preset: str, checkpoint: str | None, seconds: float, repe
                  else f"course codec, preset {preset} (random weights)",
         "architecture": cfg.architecture,
         "weight_norm_folded": fold,
+        "decoder_int8": int8_decoder,
         "parameters": parameters,
         "sample_rate": cfg.sample_rate,
         "frame_rate": cfg.frame_rate,
@@ -161,26 +168,27 @@ def bench_encodec(seconds: float, repeats: int, bandwidth: float = 6.0) -> dict:
 
 
 def bench_codec(preset: str = "fast50", checkpoint: str | None = None, seconds: float = 10.0, threads: int = 1,
-                repeats: int = 3, fold: bool = True) -> dict:
+                repeats: int = 3, fold: bool = True, int8_decoder: bool = True) -> dict:
     """Both codecs on ``threads`` CPU threads; see the module docstring."""
     torch.set_num_threads(threads)
-    ours = bench_course_codec(preset, checkpoint, seconds, repeats, fold)
+    ours = bench_course_codec(preset, checkpoint, seconds, repeats, fold, int8_decoder)
     theirs = bench_encodec(seconds, repeats)
-    ours_total = ours["encode_rtf"] + ours["decode_rtf"]
     theirs_total = theirs["encode_rtf"] + theirs["decode_rtf"]
-    return {
+    result = {
         "benchmark": "codec",
-        "speedup_vs_encodec": theirs_total / ours_total,
+        "speedup_vs_encodec": theirs_total / (ours["encode_rtf"] + ours["decode_rtf"]),
         "stream_ms_per_20ms": ours.pop("stream_ms_per_20ms"),
         "latency_ms": ours.pop("latency_ms"),
-        "threads": threads,
-        "audio_seconds": seconds,
-        "device": "cpu",
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "ours": ours,
-        "encodec_24khz": theirs,
     }
+    if int8_decoder:  # the float decoder too, measured in the same run
+        plain = bench_course_codec(preset, checkpoint, seconds, repeats, fold, False)
+        result["speedup_vs_encodec_float"] = theirs_total / (plain["encode_rtf"] + plain["decode_rtf"])
+        result["stream_ms_per_20ms_float"] = plain.pop("stream_ms_per_20ms")
+        plain.pop("latency_ms")
+        result["ours_float_decoder"] = plain
+    return {**result, "threads": threads, "audio_seconds": seconds, "device": "cpu",
+            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "ours": ours,
+            "encodec_24khz": theirs}
 
 
 def _default_artifact(rel: str) -> str | None:
@@ -353,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--repeats", type=int, default=3, help="timed repetitions; the fastest counts")
     c.add_argument("--no-fold", dest="fold", action="store_false",
                    help="time the model with weight norm recomputed on every call, as in training")
+    c.add_argument("--float-decoder", dest="int8_decoder", action="store_false",
+                   help="time only the float decoder (default: the int8 decoder, with the float one beside it)")
     s = sub.add_parser("s2s", help="the S2S model's answer latency and speed, on the CPU")
     s.add_argument("--model", help="s2s.pt (default: the laptop run's, else random weights)")
     s.add_argument("--codec", help="codec.pt (default: the laptop run's, else random weights)")
@@ -375,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_s2s(args.model, args.codec, args.prompt_seconds, args.answer_seconds, args.threads,
                            args.repeats)
     else:
-        result = bench_codec(args.preset, args.checkpoint, args.seconds, args.threads, args.repeats, args.fold)
+        result = bench_codec(args.preset, args.checkpoint, args.seconds, args.threads, args.repeats, args.fold,
+                             args.int8_decoder)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -7,11 +7,11 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("preset, flags, frame_ms, latency_ms, folded", [
-    ("tiny", [], 5.0, 5.0, True),  # the seed design in miniature: one 5 ms frame of latency
-    ("fast50_tiny", ["--no-fold"], 20.0, 40.0, False),  # 50 frames/s, plus one hop of overlap-add
+@pytest.mark.parametrize("preset, flags, frame_ms, latency_ms, folded, int8", [
+    ("tiny", ["--float-decoder"], 5.0, 5.0, True, False),  # the seed design in miniature: one 5 ms frame of latency
+    ("fast50_tiny", ["--no-fold"], 20.0, 40.0, False, True),  # 50 frames/s, plus one hop of overlap-add
 ])
-def test_codec_benchmark_reports_both_codecs(preset, flags, frame_ms, latency_ms, folded):
+def test_codec_benchmark_reports_both_codecs(preset, flags, frame_ms, latency_ms, folded, int8):
     proc = subprocess.run(
         [sys.executable, "-m", "s2slib.bench", "codec", "--preset", preset, "--seconds", "0.5", "--repeats", "1",
          *flags],
@@ -22,7 +22,12 @@ def test_codec_benchmark_reports_both_codecs(preset, flags, frame_ms, latency_ms
     assert result["speedup_vs_encodec"] > 0 and result["threads"] == 1
     assert result["stream_ms_per_20ms"] > 0 and result["latency_ms"] == latency_ms
     ours = result["ours"]
-    assert preset in ours["model"] and ours["weight_norm_folded"] is folded
+    assert preset in ours["model"] and ours["weight_norm_folded"] is folded and ours["decoder_int8"] is int8
+    if int8:  # the float decoder is measured beside the int8 one
+        assert result["stream_ms_per_20ms_float"] > 0 and result["speedup_vs_encodec_float"] > 0
+        assert result["ours_float_decoder"]["decoder_int8"] is False
+    else:
+        assert "stream_ms_per_20ms_float" not in result
     for key in ("parameters", "encode_rtf", "decode_rtf"):
         assert ours[key] > 0 and result["encodec_24khz"][key] > 0
     assert ours["frame_ms"] == frame_ms and ours["stream_step_ms_1_frame"]["median"] > 0

@@ -531,3 +531,26 @@ def test_a_codec_loaded_under_inference_mode_caches_and_stays_right():
         basis = level.basis.basis()
         assert level.basis.basis() is basis  # cached, not recomputed
         assert torch.equal(codes, reference.encode(wav))
+
+
+def test_int8_decoder_keeps_the_codes_and_stays_close_to_the_float_decoder():
+    from s2slib.codec.layers import fold_weight_norm, quantize_decoder_int8
+
+    torch.manual_seed(0)
+    codec = fold_weight_norm(Codec(CodecConfig.preset("fast50_tiny"))).eval()
+    fast = quantize_decoder_int8(codec).eval()
+    assert type(fast.decoder) is type(codec.decoder) and fast is not codec
+    assert any("quantized" in type(m).__module__ for m in fast.decoder.modules())  # the linear layers are int8
+    assert not any("quantized" in type(m).__module__ for m in codec.modules())  # the original is untouched
+    wav = torch.randn(1, 1, 3200) * 0.1
+    with torch.inference_mode():
+        codes = codec.encode(wav)
+        assert torch.equal(fast.encode(wav), codes)  # the encoder stays float: the same tokens
+        ref, out = codec.decode(codes), fast.decode(codes)
+        snr = 10 * torch.log10(ref.pow(2).sum() / (ref - out).pow(2).sum().clamp(min=1e-20))
+        assert snr > 20, f"int8 decoder {float(snr):.1f} dB from the float decoder"
+        dec = fast.streaming_decoder()
+        streamed = torch.cat([dec.push(codes[..., i:i + 1]) for i in range(codes.shape[-1])], dim=-1)
+        n = min(streamed.shape[-1], out.shape[-1])
+        snr_stream = 10 * torch.log10(out[..., :n].pow(2).sum() / (out[..., :n] - streamed[..., :n]).pow(2).sum().clamp(min=1e-20))
+        assert snr_stream > 20, f"streamed int8 decode {float(snr_stream):.1f} dB from the offline one"

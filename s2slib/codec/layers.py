@@ -47,6 +47,7 @@ through the tiny and laptop presets the latent of a fresh model shrank to ~1e-5 
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import torch
@@ -394,3 +395,24 @@ def fold_weight_norm(module: nn.Module) -> nn.Module:
             if all(isinstance(p, _WeightNorm) for p in chain):
                 parametrize.remove_parametrizations(submodule, name, leave_parametrized=True)
     return folded
+
+
+def quantize_decoder_int8(codec: nn.Module) -> nn.Module:
+    """A deep copy of ``codec`` (fold weight norm first) whose **decoder**'s ``nn.Linear`` layers compute in int8.
+
+    Dynamic quantization (``torch.ao.quantization.quantize_dynamic``, the fbgemm kernels on x86): the weights are
+    stored as int8 with one scale per layer, and each call quantizes its input with that input's own range. At batch
+    one, as in streaming, a step reads every weight once, so reading a quarter of the bytes is most of the gain
+    (``python -m s2slib.bench codec`` times both decoders; the README gives the figures and the quality check on
+    real clips). The encoder stays in float, so the codes (what the S2S model reads
+    and writes) are exactly those of the float codec. Because each call scales its own input, a streaming decode and
+    an offline decode of the same codes now differ by quantization noise instead of float rounding.
+    """
+    quantized = copy.deepcopy(codec)
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of the separate torchao package, yet ships and works in the
+        # pinned torch 2.11; the warning would repeat on every load
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.ao.quantization.*")
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch.ao.quantization")
+        quantized.decoder = torch.ao.quantization.quantize_dynamic(quantized.decoder, {nn.Linear}, dtype=torch.qint8)
+    return quantized
