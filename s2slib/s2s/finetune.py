@@ -121,7 +121,12 @@ class AnswerTask:
     max_answer_frames: int = 400  # 8 s at 50 Hz; a longer answer is cropped (and then has no EOS)
     drop_emotion: float = 0.1  # probability that the emotion label is withheld (the model then picks one)
     input_dropout: float = 0.0  # share of the decoder's input codes hidden (PAD) in training: the answer's own past
-    # then cannot tell the decoder everything, so it has to read the question
+    # then cannot tell the decoder everything, so it has to read the question. Measured at the laptop profile (0.5,
+    # 750 steps): no gain in how well the model ranks the right answer, so it is off by default
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.input_dropout < 1.0:
+            raise ValueError(f"AnswerTask.input_dropout must lie in [0, 1), got {self.input_dropout}")
 
 
 def example_parts(example: AnswerExample, config: S2SConfig, task: AnswerTask, with_history: bool = True,
