@@ -426,9 +426,8 @@ class EncodecScratch(FramedCodec):
         With EnCodec's, one number of levels is drawn for the whole batch (:meth:`_training_depth`) and only those
         levels run: ``codes`` is ``(B, n_q_used, F)`` and the statistics of the other levels are zero.
         """
-        self._check_wav(wav)
+        latent = self.latent(wav)  # (B, D, F); checks wav
         length, n_levels = wav.shape[-1], self.config.n_q
-        latent = self.latent_norm(self.encoder(self._pad(wav)))  # (B, D, F)
         if self.config.quantizer == "course":
             n = None if n_q is None else self._check_n_q(n_q)
             with torch.autocast(device_type=latent.device.type, enabled=False):  # codebooks in float32

@@ -269,9 +269,8 @@ class Codec(FramedCodec):
         In training mode the codebooks are updated (EMA, k-means on the first batch, dead-code reset) and, when
         ``n_q`` is None, quantizer dropout picks the levels per example. ``n_q`` fixes the number of levels.
         """
-        self._check_wav(wav)
+        latent = self.latent(wav)  # (B, D, F); checks wav
         length = wav.shape[-1]
-        latent = self.encoder(self._pad(wav))  # (B, D, F)
         q = self.quantizer(latent, n_q)
         wav_hat = self.decoder(q.z_q)[..., :length]  # (B, C, T)
         return CodecOutput(
