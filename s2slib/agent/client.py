@@ -192,10 +192,17 @@ async def talk_ws(url: str, questions: list[np.ndarray], controls: list[dict] | 
 
     inbox: asyncio.Queue = asyncio.Queue()
     async with websockets.connect(url, max_size=None) as ws:
+        errors: list[dict] = []  # the server's error events, to say why it closed the session if it does
+
         async def receive() -> None:
             async for msg in ws:
-                inbox.put_nowait(("audio", decode_audio(msg), time.perf_counter()) if isinstance(msg, bytes)
-                                 else ("event", json.loads(msg), time.perf_counter()))
+                if isinstance(msg, bytes):
+                    inbox.put_nowait(("audio", decode_audio(msg), time.perf_counter()))
+                else:
+                    event = json.loads(msg)
+                    if event.get("type") == "error":
+                        errors.append(event)
+                    inbox.put_nowait(("event", event, time.perf_counter()))
 
         reader = asyncio.create_task(receive())
         for c in controls or []:
@@ -206,6 +213,9 @@ async def talk_ws(url: str, questions: list[np.ndarray], controls: list[dict] | 
 
         try:
             return await talk(send, inbox, questions, **kwargs)
+        except websockets.ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else None
+            raise ConnectionError(f"the server closed the session (code {code}); its error events: {errors}") from exc
         finally:
             reader.cancel()
 

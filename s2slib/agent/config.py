@@ -83,7 +83,10 @@ class ServerLimits:
     max_frame_bytes: largest WebSocket message (binary audio or JSON); bigger closes with code 1009.
     max_sessions: concurrent WebSocket sessions; one more is refused with code 1013 (try again later).
     idle_timeout_s: a session that sends nothing this long is closed (1000, with an ``error`` event first).
-    max_messages_per_s: a client sending faster than this (averaged over a second) is closed with code 1008.
+    max_messages_per_s: a client sending more messages than this per second, on average, is closed with code 1008.
+    message_burst_s: how many seconds' worth of messages (at ``max_messages_per_s``) may come at once without
+        counting as a flood: a client catching up after a stall (a busy machine, a browser tab in the background)
+        sends its backlog in one burst, which is not an attack (a token bucket of this size).
     max_audio_rate: audio samples per second of wall time a client may send (x real time) before it counts as a
         flood; a session cannot be fed much faster than it can listen.
     """
@@ -92,9 +95,11 @@ class ServerLimits:
     max_sessions: int = 8
     idle_timeout_s: float = 120.0
     max_messages_per_s: int = 200
+    message_burst_s: float = 2.0
     max_audio_rate: float = 4.0
 
     def __post_init__(self) -> None:
         if self.max_frame_bytes < 64 or self.max_sessions < 1 or self.idle_timeout_s <= 0 \
-                or self.max_messages_per_s < 1 or self.max_audio_rate <= 0:
+                or self.max_messages_per_s < 1 or self.max_audio_rate <= 0 \
+                or self.max_messages_per_s * self.message_burst_s < 1:
             raise ValueError(f"invalid server limits: {self}")

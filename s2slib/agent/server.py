@@ -79,7 +79,9 @@ class AgentServer:
             session = await asyncio.to_thread(AgentSession, self.engine, self.config)
             runner = SessionRunner(session, send, self.answers)
             runner.emit(self.ready_event(sid, session))
-            t_start, samples, stamps = time.monotonic(), 0, []
+            t_start, samples = time.monotonic(), 0
+            capacity = lim.max_messages_per_s * lim.message_burst_s
+            tokens, t_last = capacity, t_start  # a token bucket: one token per message, refilled at the allowed rate
             while True:
                 try:
                     msg = await asyncio.wait_for(ws.receive(), timeout=lim.idle_timeout_s)
@@ -99,10 +101,12 @@ class AgentServer:
                     closing.append(1009)
                     break
                 now = time.monotonic()
-                stamps = [t for t in stamps if now - t < 1.0] + [now]
-                if len(stamps) > lim.max_messages_per_s:
+                tokens, t_last = min(capacity, tokens + (now - t_last) * lim.max_messages_per_s), now
+                tokens -= 1
+                if tokens < 0:
                     runner.emit(Event("error", {"code": "flood", "message":
-                                                f"more than {lim.max_messages_per_s} messages per second"}))
+                                                f"more than {lim.max_messages_per_s} messages per second "
+                                                f"(beyond a burst of {lim.message_burst_s:g} s worth)"}))
                     closing.append(1008)
                     break
                 try:
