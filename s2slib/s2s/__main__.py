@@ -112,7 +112,8 @@ def _finetune(args: argparse.Namespace) -> int:
     sources = select_sources(rows, args.pairs, args.dialogues, args.seed)
     examples = split_examples(tokens.conversations, config.n_q, sources)
     train_cfg = AnswerTrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                  answer=AnswerTask(max_answer_frames=int(args.max_answer_s * config.frame_rate)))
+                                  answer=AnswerTask(max_answer_frames=int(args.max_answer_s * config.frame_rate),
+                                                    transcribe_weight=args.transcribe_weight))
     trainer = AnswerTrainer(config, train_cfg, examples["train"], examples["val"],
                             Path(args.out) if args.out else run / "s2s_answer", pretrained=pretrained,
                             device=args.device, codec_fingerprint=cache.fingerprint, sources=sources)
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         from s2slib.s2s.tokens import main as tokens_main
 
         return tokens_main(argv[1:])
+    from s2slib.s2s.finetune import AnswerTask
+
     parser = argparse.ArgumentParser(prog="python -m s2slib.s2s", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tokenize", help="encode manifests into cached codec tokens (python -m s2slib.s2s.tokens)")
@@ -240,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--lr", type=float, default=5e-4)
     f.add_argument("--max-context-s", type=float, default=15.0, help="longest encoder input (earlier turns + question)")
     f.add_argument("--max-answer-s", type=float, default=8.0, help="longer answers are cropped in training")
+    f.add_argument("--transcribe-weight", type=float, default=AnswerTask.transcribe_weight,
+                   help="weight of the encoder's auxiliary transcription (CTC) loss on the question's words (0: off)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", help="default: <run>/s2s_answer")
     f.add_argument("--device", default="auto")

@@ -45,6 +45,8 @@ class S2SConfig:
     max_source_frames: int = 1500  # longest encoder input (30 s); older turns are cut first (0: no limit)
     speakers: tuple[str, ...] = SPEAKERS  # speaker embedding rows 1..len; row 0 is "any other voice"
     emotions: tuple[str, ...] = EMOTIONS  # emotion embedding rows 1..len; row 0 is "not given"
+    text_vocab: int = 0  # characters of the encoder's transcription head (s2slib.s2s.transcript); 0: no head.
+    # Used only as an auxiliary training loss (fine-tuning); generation never reads it
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:

@@ -60,7 +60,11 @@ def load_items(rows: list[dict[str, Any]], n_q: int, min_frames: int = 2) -> lis
 @dataclass
 class Batch:
     """One training batch. ``src`` ``[B, n_q, S]`` prompt codes (PAD past ``src_lengths``), ``inputs`` and
-    ``targets`` ``[B, n_q, L]`` (teacher-forced decoder input, targets with IGNORE), ``speaker``/``emotion`` ``[B]``."""
+    ``targets`` ``[B, n_q, L]`` (teacher-forced decoder input, targets with IGNORE), ``speaker``/``emotion`` ``[B]``.
+
+    Fine-tuning batches may also carry the user's words for the encoder's transcription loss: ``text`` ``[B, T]``
+    character ids (:mod:`s2slib.s2s.transcript`), ``text_lengths`` ``[B]`` (0: none for that row) and
+    ``user_lengths`` ``[B]``, the frames of the user's turn at the end of each source."""
 
     src: Tensor
     src_lengths: Tensor
@@ -68,10 +72,14 @@ class Batch:
     targets: Tensor
     speaker: Tensor
     emotion: Tensor
+    text: Tensor | None = None
+    text_lengths: Tensor | None = None
+    user_lengths: Tensor | None = None
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.src, self.src_lengths, self.inputs,
-                                                                 self.targets, self.speaker, self.emotion)))
+        return Batch(*(None if t is None else t.to(device, non_blocking=True)
+                       for t in (self.src, self.src_lengths, self.inputs, self.targets, self.speaker, self.emotion,
+                                 self.text, self.text_lengths, self.user_lengths)))
 
 
 def collate(config: S2SConfig, prompts: list[np.ndarray], continuations: list[np.ndarray], ends: list[bool],
@@ -140,7 +148,12 @@ class ContinuationSampler:
         """A batch of ``batch_size`` items drawn with replacement, each made into an example by :meth:`example`."""
         rng = np.random.default_rng([self.seed, step, rank])
         picks = rng.integers(0, len(self.items), self.batch_size)
-        return collate(self.config, *zip(*(self.example(self.items[i], rng) for i in picks)))
+        chosen = [self.items[i] for i in picks]
+        return self.collate(chosen, [self.example(item, rng) for item in chosen])
+
+    def collate(self, items: list, parts: list[tuple]) -> Batch:
+        """The batch of the examples ``parts`` made from ``items`` (a subclass may attach more of the items)."""
+        return collate(self.config, *zip(*parts))
 
 
 def fixed_batches(items: list[TokenItem], config: S2SConfig, batch_size: int, task: ContinuationTask,

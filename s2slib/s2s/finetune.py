@@ -31,7 +31,9 @@ from s2slib.data.manifest import stable_fraction
 from s2slib.s2s.config import NO_LABEL, S2SConfig
 from s2slib.s2s.context import DEFAULT_MAX_TURNS, source_codes
 from s2slib.s2s.data import Batch, ContinuationSampler, collate
+from s2slib.s2s.model import S2SModel, transcription_loss
 from s2slib.s2s.train import S2STrainConfig, S2STrainer
+from s2slib.s2s.transcript import TEXT_VOCAB, char_error_rate, greedy_ctc, ids_text, text_ids
 
 
 @dataclass
@@ -123,10 +125,14 @@ class AnswerTask:
     input_dropout: float = 0.0  # share of the decoder's input codes hidden (PAD) in training: the answer's own past
     # then cannot tell the decoder everything, so it has to read the question. Measured at the laptop profile (0.5,
     # 750 steps): no gain in how well the model ranks the right answer, so it is off by default
+    transcribe_weight: float = 0.5  # weight of the encoder's auxiliary transcription (CTC) loss on the user's words
+    # (s2slib.s2s.transcript); 0 turns it and the model's transcription head off
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.input_dropout < 1.0:
             raise ValueError(f"AnswerTask.input_dropout must lie in [0, 1), got {self.input_dropout}")
+        if self.transcribe_weight < 0:
+            raise ValueError(f"AnswerTask.transcribe_weight must be >= 0, got {self.transcribe_weight}")
 
 
 def example_parts(example: AnswerExample, config: S2SConfig, task: AnswerTask, with_history: bool = True,
@@ -147,6 +153,22 @@ def _labelled(ex: AnswerExample, config: S2SConfig, task: AnswerTask, rng: np.ra
     return src, answer, ends, config.speaker_index(ex.speaker), NO_LABEL if drop else config.emotion_index(ex.emotion)
 
 
+def with_transcripts(batch: Batch, examples: list[AnswerExample], config: S2SConfig) -> Batch:
+    """``batch`` (of ``examples``, in order) with the user's words attached for the transcription loss: the
+    characters of each question and how many frames of it end the source. A question cut to fit
+    ``config.max_source_frames`` has lost words, so it gets no text (length 0)."""
+    ids = [text_ids(ex.user_text) for ex in examples]
+    frames = [ex.user.shape[1] for ex in examples]
+    limit = config.max_source_frames
+    lengths = [0 if limit and f > limit else len(t) for t, f in zip(ids, frames)]
+    text = torch.zeros((len(ids), max(max(lengths), 1)), dtype=torch.long)
+    for i, (t, n) in enumerate(zip(ids, lengths)):
+        text[i, :n] = torch.from_numpy(t[:n])
+    batch.text, batch.text_lengths = text, torch.tensor(lengths)
+    batch.user_lengths = torch.tensor([min(f, limit) if limit else f for f in frames])
+    return batch
+
+
 class AnswerSampler(ContinuationSampler):
     """Draws fine-tuning batches of :class:`AnswerExample` (stage 1's sampler with another example);
     ``batch(step, rank)`` is a pure function of ``(seed, step, rank)``."""
@@ -156,6 +178,9 @@ class AnswerSampler(ContinuationSampler):
 
     def example(self, ex: AnswerExample, rng: np.random.Generator) -> tuple:
         return _labelled(ex, self.config, self.task, rng)
+
+    def collate(self, items: list, parts: list[tuple]) -> Batch:
+        return with_transcripts(super().collate(items, parts), items, self.config)
 
     def batch(self, step: int, rank: int = 0) -> Batch:
         b = super().batch(step, rank)
@@ -171,7 +196,53 @@ def fixed_answer_batches(examples: list[AnswerExample], config: S2SConfig, batch
                          task: AnswerTask) -> list[Batch]:
     """Validation batches: every example once, with its labels."""
     parts = [_labelled(ex, config, task, None) for ex in examples]
-    return [collate(config, *zip(*parts[i:i + batch_size])) for i in range(0, len(parts), batch_size)]
+    return [with_transcripts(collate(config, *zip(*parts[i:i + batch_size])), examples[i:i + batch_size], config)
+            for i in range(0, len(parts), batch_size)]
+
+
+@torch.no_grad()
+def heard_text(model: S2SModel, example: AnswerExample, config: S2SConfig, task: AnswerTask) -> str:
+    """What the encoder's transcription head reads in ``example``'s question, with its earlier turns before it
+    (best-path CTC): a window on what the encoder understood. Empty when the model has no head."""
+    if model.transcriber is None:
+        return ""
+    src = example_parts(example, config, task)[0]
+    limit = config.max_source_frames
+    user = min(example.user.shape[1], limit) if limit else example.user.shape[1]
+    model.eval()
+    device = next(model.parameters()).device
+    memory, keep = model.encode(torch.from_numpy(src).unsqueeze(0).to(device))
+    log_probs = model.transcribe(memory, keep, torch.tensor([user], device=device))[0]
+    return ids_text(greedy_ctc(log_probs.cpu().numpy()))
+
+
+@torch.no_grad()
+def transcription_scores(model: S2SModel, batches: list[Batch], device: torch.device | str = "cpu",
+                         ) -> dict[str, float]:
+    """How well the encoder's transcription head reads the questions of ``batches``: CTC loss per character and the
+    character error rate of its best-path transcripts (``cer``: 0 is every character right; 1 is as bad as
+    writing nothing). Empty when the model has no head or the batches no text."""
+    if model.transcriber is None:
+        return {}
+    model.eval()
+    total, chars, hyps, refs = 0.0, 0, [], []
+    for b in batches:
+        if b.text_lengths is None or not bool((b.text_lengths > 0).any()):
+            continue
+        b = b.to(device)
+        memory, keep = model.encode(b.src, b.src_lengths)
+        log_probs = model.transcribe(memory, keep, b.user_lengths)
+        n = int(b.text_lengths.sum())
+        total += float(transcription_loss(log_probs, b.user_lengths, b.text, b.text_lengths)) * n
+        chars += n
+        for lp, u, t, m in zip(log_probs.cpu().numpy(), b.user_lengths.tolist(), b.text.cpu().numpy(),
+                               b.text_lengths.tolist()):
+            if m:
+                hyps.append(greedy_ctc(lp[:u]))
+                refs.append(t[:m])
+    if not chars:
+        return {}
+    return {"ctc": total / chars, "cer": char_error_rate(hyps, refs)}
 
 
 @dataclass
@@ -194,8 +265,14 @@ class AnswerTrainConfig(S2STrainConfig):
 
 
 def architecture(config: S2SConfig) -> S2SConfig:
-    """``config`` without the settings that do not shape the weights (what a checkpoint can be fine-tuned into)."""
-    return dataclasses.replace(config, max_source_frames=0, max_frames=0)
+    """``config`` without the settings that do not shape the weights (what a checkpoint can be fine-tuned into; the
+    transcription head is new in fine-tuning, so it does not count either)."""
+    return dataclasses.replace(config, max_source_frames=0, max_frames=0, text_vocab=0)
+
+
+def answer_model_config(config: S2SConfig, task: AnswerTask) -> S2SConfig:
+    """The model to fine-tune: ``config`` with a transcription head exactly when ``task`` trains one."""
+    return dataclasses.replace(config, text_vocab=TEXT_VOCAB if task.transcribe_weight > 0 else 0)
 
 
 class AnswerTrainer(S2STrainer):
@@ -214,6 +291,8 @@ class AnswerTrainer(S2STrainer):
                  sources: set[str] | None = None):
         if not isinstance(train_config, AnswerTrainConfig):
             raise TypeError(f"AnswerTrainer takes an AnswerTrainConfig, got {type(train_config).__name__}")
+        model_config = answer_model_config(model_config, train_config.answer)
+        self.transcribe_weight = train_config.answer.transcribe_weight
         super().__init__(model_config, train_config, train_examples, val_examples, out_dir, device, resume,
                          codec_fingerprint)
         self.pretrained = str(pretrained) if pretrained else ""
@@ -231,7 +310,18 @@ class AnswerTrainer(S2STrainer):
         if state.get("codec_fingerprint", "") != self.codec_fingerprint:
             raise CheckpointError(f"{path} was pretrained on tokens of another codec than these; fine-tune on the "
                                   "tokens of the codec it was pretrained with.")
-        self.model.load_state_dict(state["model"])
+        # the transcription head is fine-tuning's own: it starts fresh (and a pretrained one is not used)
+        weights = {k: v for k, v in state["model"].items() if not k.startswith("transcriber.")}
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        if unexpected or any(not k.startswith("transcriber.") for k in missing):
+            raise CheckpointError(f"{path}: weights do not fit the model (missing {missing}, unexpected {unexpected})")
+
+    def validate(self) -> dict[str, float]:
+        """Stage 1's validation, and how well the encoder transcribes the validation questions (``val_ctc``,
+        ``val_cer``) when the model learns to."""
+        row = super().validate()
+        row.update({f"val_{k}": v for k, v in transcription_scores(self.model, self.val_batches, self.device).items()})
+        return row
 
     def build_data(self, model_config: S2SConfig, train_items: list, val_items: list) -> tuple[Any, list[Batch], list]:
         task = self.cfg.answer

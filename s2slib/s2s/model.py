@@ -78,6 +78,8 @@ class S2SModel(nn.Module):
                                      for _ in range(c.decoder_layers))
         self.decoder_norm = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.n_q * c.output_vocab)
+        # the auxiliary transcription head (s2slib.s2s.transcript): characters of the user's turn from the encoder
+        self.transcriber = nn.Linear(c.d_model, c.text_vocab) if c.text_vocab else None
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -97,6 +99,20 @@ class S2SModel(nn.Module):
         for block in self.encoder:
             x = block(x, keep)
         return x, keep
+
+    def transcribe(self, memory: Tensor, keep: Tensor, user_lengths: Tensor) -> Tensor:
+        """Character log-probabilities over the last ``user_lengths[b]`` real frames of each row of ``memory`` (the
+        user's turn, which :func:`s2slib.s2s.context.source_codes` puts last) -> ``Tensor[B, max(user_lengths),
+        text_vocab]`` (float32; rows past their length repeat the last frame and are ignored by CTC)."""
+        if self.transcriber is None:
+            raise RuntimeError("this model has no transcription head (S2SConfig.text_vocab is 0)")
+        ends = keep.sum(dim=1)  # 1 + S_b: one past the last real frame
+        user_lengths = user_lengths.to(memory.device)
+        U = max(int(user_lengths.max()), 1)
+        idx = (ends - user_lengths).view(-1, 1) + torch.arange(U, device=memory.device).view(1, -1)
+        idx = idx.clamp(max=memory.shape[1] - 1)
+        frames = memory.gather(1, idx.unsqueeze(-1).expand(-1, -1, memory.shape[-1]))  # (B, U, d)
+        return F.log_softmax(self.transcriber(frames).float(), dim=-1)
 
     # ------------------------------------------------------------------ decoder
     def condition(self, speaker: Tensor, emotion: Tensor) -> Tensor:
@@ -137,10 +153,15 @@ class S2SModel(nn.Module):
         return logits.view(B, L, self.config.n_q, self.config.output_vocab).permute(0, 2, 1, 3)  # (B, n_q, L, V)
 
     def forward(self, src: Tensor, src_lengths: Tensor | None, tgt_inputs: Tensor, speaker: Tensor,
-                emotion: Tensor) -> Tensor:
-        """Training pass: encoder then teacher-forced decoder -> ``logits: Tensor[B, n_q, L, codebook_size + 1]``."""
+                emotion: Tensor, user_lengths: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        """Training pass: encoder then teacher-forced decoder -> ``logits: Tensor[B, n_q, L, codebook_size + 1]``;
+        with ``user_lengths`` (frames of the user's turn at the end of each source), also the transcription head's
+        log-probabilities over them: ``(logits, text_log_probs)`` (see :meth:`transcribe`)."""
         memory, keep = self.encode(src, src_lengths)
-        return self.decode(tgt_inputs, memory, keep, speaker, emotion)
+        logits = self.decode(tgt_inputs, memory, keep, speaker, emotion)
+        if user_lengths is None:
+            return logits
+        return logits, self.transcribe(memory, keep, user_lengths)
 
 
 def codebook_losses(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -160,3 +181,15 @@ def codebook_losses(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Te
     correct = (flat.detach().argmax(-1) == tgt) & valid
     return nll.sum(dim=(0, 1)), correct.sum(dim=(0, 1)), valid.sum(dim=(0, 1))
 
+
+
+def transcription_loss(log_probs: Tensor, user_lengths: Tensor, text: Tensor, text_lengths: Tensor) -> Tensor:
+    """CTC loss of the transcription head per target character: ``log_probs: Tensor[B, U, V]``
+    (:meth:`S2SModel.transcribe`), ``text: LongTensor[B, L]`` character ids (:mod:`s2slib.s2s.transcript`), rows
+    with ``text_lengths`` 0 left out. An alignment that cannot exist (more characters than frames) counts 0."""
+    use = text_lengths > 0
+    if not bool(use.any()):
+        return log_probs.sum() * 0.0
+    nll = F.ctc_loss(log_probs[use].transpose(0, 1), text[use], user_lengths[use].to(log_probs.device),
+                     text_lengths[use], blank=0, reduction="none", zero_infinity=True)
+    return nll.sum() / text_lengths[use].sum()

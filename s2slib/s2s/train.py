@@ -34,7 +34,7 @@ from s2slib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from s2slib.codec.config import dataclass_from_dict
 from s2slib.s2s.config import S2SConfig
 from s2slib.s2s.data import Batch, ContinuationSampler, ContinuationTask, TokenItem, fixed_batches
-from s2slib.s2s.model import S2SModel, codebook_losses
+from s2slib.s2s.model import S2SModel, codebook_losses, transcription_loss
 from s2slib.training import (History, autocast, optimisation_state, restore_optimisation, save_training_checkpoint,
                              schedule_and_scaler, start_run)
 
@@ -150,6 +150,7 @@ class S2STrainer:
 
     kind = "s2s_train"
     progress_desc = "s2s pretraining"
+    transcribe_weight = 0.0  # weight of the encoder's transcription loss (fine-tuning sets it; stage 1 has no text)
 
     def __init__(self, model_config: S2SConfig, train_config: S2STrainConfig, train_items: list[TokenItem],
                  val_items: list[TokenItem], out_dir: str | Path, device: str = "auto", resume: bool = True,
@@ -159,9 +160,14 @@ class S2STrainer:
         self.device, self.dist, self.out_dir, state = start.device, start.dist, start.out_dir, start.state
         ckpt_path = self.out_dir / CHECKPOINT
         if state is not None:
-            if S2SConfig.from_dict(state["s2s_config"]) != model_config:
-                raise CheckpointError(f"{ckpt_path} was trained with a different model configuration; resume with "
-                                      "the same preset, or give another output folder to start a new run.")
+            stored = S2SConfig.from_dict(state["s2s_config"])
+            if stored != model_config:
+                changed = ", ".join(f"{f.name} {getattr(stored, f.name)!r} -> {getattr(model_config, f.name)!r}"
+                                    for f in dataclasses.fields(S2SConfig)
+                                    if getattr(stored, f.name) != getattr(model_config, f.name))
+                raise CheckpointError(f"{ckpt_path} was trained with a different model configuration ({changed}); "
+                                      "resume with the same settings, or give another output folder (or delete "
+                                      "this one) to start a new run.")
             if state.get("codec_fingerprint", "") != codec_fingerprint:
                 raise CheckpointError(f"{ckpt_path} was trained on tokens of another codec; give another output "
                                       "folder to train on this codec's tokens.")
@@ -219,11 +225,19 @@ class S2STrainer:
         """One optimizer step; the row to log (mean loss, per-codebook losses, gradient norm, learning rate)."""
         self.ddp.train()
         b = batch.to(self.device)
+        transcribe = self.transcribe_weight > 0 and b.user_lengths is not None
         with autocast(self.device, self.cfg.amp):
-            logits = self.ddp(b.src, b.src_lengths, b.inputs, b.speaker, b.emotion)
+            out = self.ddp(b.src, b.src_lengths, b.inputs, b.speaker, b.emotion,
+                           b.user_lengths if transcribe else None)
+        logits, text_log_probs = out if transcribe else (out, None)
         nll, _, count = codebook_losses(logits, b.targets)
         per_codebook = nll / count.clamp(min=1)  # (n_q,)
         loss = per_codebook.mean()
+        extra = {}
+        if transcribe:
+            ctc = transcription_loss(text_log_probs, b.user_lengths, b.text, b.text_lengths)
+            extra["ctc"] = float(ctc.detach())
+            loss = loss + self.transcribe_weight * ctc
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -231,7 +245,9 @@ class S2STrainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        row = {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0]}
+        # "loss" stays the speech tokens' loss (comparable across stages); the transcription loss is logged beside it
+        row = {"loss": float(per_codebook.detach().mean()), "grad_norm": float(grad_norm),
+               "lr": self.scheduler.get_last_lr()[0], **extra}
         row.update({f"loss_cb{k}": float(v) for k, v in enumerate(per_codebook.detach().cpu())})
         return row
 
