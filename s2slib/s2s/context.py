@@ -83,14 +83,20 @@ def _check_codes(codes: Any, n_q: int | None = None) -> np.ndarray:
     return codes
 
 
+def question_frames(frames: int, config: S2SConfig) -> int:
+    """How many of a ``frames``-long user turn :func:`source_codes` keeps: all, or its last
+    ``config.max_source_frames`` (0: no limit) when it is longer."""
+    limit = config.max_source_frames
+    return min(frames, limit) if limit else frames
+
+
 def source_codes(history: list[np.ndarray], user: np.ndarray, config: S2SConfig) -> np.ndarray:
     """The encoder input for one answer: earlier turns' codes ``history`` (oldest first) and the user's new turn
     ``user`` (each ``int[n_q, F]``), joined with separator frames, fitted to ``config.max_source_frames`` (module
     docstring) -> ``int64[n_q, S]``."""
     n_q, limit = config.n_q, config.max_source_frames
     user = _check_codes(user, n_q)[:n_q]
-    if limit and user.shape[1] > limit:
-        user = user[:, -limit:]
+    user = user[:, user.shape[1] - question_frames(user.shape[1], config):]
     segments, total = [user], user.shape[1]
     for codes in reversed(history):  # newest first, until the next one would not fit
         codes = _check_codes(codes, n_q)[:n_q]

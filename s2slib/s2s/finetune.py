@@ -29,7 +29,7 @@ from s2slib.checkpoint import CheckpointError, load_checkpoint
 from s2slib.codec.config import dataclass_from_dict
 from s2slib.data.manifest import stable_fraction
 from s2slib.s2s.config import NO_LABEL, S2SConfig
-from s2slib.s2s.context import DEFAULT_MAX_TURNS, source_codes
+from s2slib.s2s.context import DEFAULT_MAX_TURNS, question_frames, source_codes
 from s2slib.s2s.data import Batch, ContinuationSampler, collate
 from s2slib.s2s.model import S2SModel, transcription_loss
 from s2slib.s2s.train import S2STrainConfig, S2STrainer
@@ -159,13 +159,12 @@ def with_transcripts(batch: Batch, examples: list[AnswerExample], config: S2SCon
     ``config.max_source_frames`` has lost words, so it gets no text (length 0)."""
     ids = [text_ids(ex.user_text) for ex in examples]
     frames = [ex.user.shape[1] for ex in examples]
-    limit = config.max_source_frames
-    lengths = [0 if limit and f > limit else len(t) for t, f in zip(ids, frames)]
+    kept = [question_frames(f, config) for f in frames]
+    lengths = [len(t) if k == f else 0 for t, k, f in zip(ids, kept, frames)]
     text = torch.zeros((len(ids), max(max(lengths), 1)), dtype=torch.long)
     for i, (t, n) in enumerate(zip(ids, lengths)):
         text[i, :n] = torch.from_numpy(t[:n])
-    batch.text, batch.text_lengths = text, torch.tensor(lengths)
-    batch.user_lengths = torch.tensor([min(f, limit) if limit else f for f in frames])
+    batch.text, batch.text_lengths, batch.user_lengths = text, torch.tensor(lengths), torch.tensor(kept)
     return batch
 
 
@@ -206,13 +205,11 @@ def heard_text(model: S2SModel, example: AnswerExample, config: S2SConfig, task:
     (best-path CTC): a window on what the encoder understood. Empty when the model has no head."""
     if model.transcriber is None:
         return ""
-    src = example_parts(example, config, task)[0]
-    limit = config.max_source_frames
-    user = min(example.user.shape[1], limit) if limit else example.user.shape[1]
+    (b,) = fixed_answer_batches([example], config, 1, task)
     model.eval()
-    device = next(model.parameters()).device
-    memory, keep = model.encode(torch.from_numpy(src).unsqueeze(0).to(device))
-    log_probs = model.transcribe(memory, keep, torch.tensor([user], device=device))[0]
+    b = b.to(next(model.parameters()).device)
+    memory, keep = model.encode(b.src, b.src_lengths)
+    log_probs = model.transcribe(memory, keep, b.user_lengths)[0]
     return ids_text(greedy_ctc(log_probs.cpu().numpy()))
 
 
