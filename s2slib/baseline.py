@@ -151,6 +151,12 @@ class EncodecCodec:
         return torch.cat([codes for codes, _scale in frames], dim=-1)  # (B, n_q, F)
 
     @torch.inference_mode()
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes: Tensor[B, n_q, frames]`` -> the latent EnCodec's decoder reads, ``Tensor[B, 128, frames]`` (the
+        sum of one codebook vector per level)."""
+        return self.model.quantizer.decode(codes.long().transpose(0, 1))  # EnCodec's layout: (n_q, B, F)
+
+    @torch.inference_mode()
     def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """``codes: Tensor[B, n_q, frames]`` -> ``wav: Tensor[B, 1, T]`` at ``sample_rate`` (cut to ``length``)."""
         wav24 = self.model.decode([(codes, None)])  # (B, 1, T24)

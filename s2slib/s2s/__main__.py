@@ -58,7 +58,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     train_cfg = S2STrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     trainer = S2STrainer(config, train_cfg, load_items(tokens.train, config.n_q), load_items(tokens.val, config.n_q),
                          Path(args.out) if args.out else run / "s2s_pretrain", device=args.device,
-                         codec_fingerprint=cache.fingerprint)
+                         codec_fingerprint=cache.fingerprint,
+                         codec_latent=cache.latent_table() if config.latent_dim else None)
     history = trainer.fit(progress=not args.no_progress)
     if trainer.dist.is_main:
         final = [r for r in history.rows if "val_loss" in r]

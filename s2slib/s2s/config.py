@@ -45,6 +45,8 @@ class S2SConfig:
     max_source_frames: int = 1500  # longest encoder input (30 s); older turns are cut first (0: no limit)
     speakers: tuple[str, ...] = SPEAKERS  # speaker embedding rows 1..len; row 0 is "any other voice"
     emotions: tuple[str, ...] = EMOTIONS  # emotion embedding rows 1..len; row 0 is "not given"
+    latent_dim: int = 0  # width of the codec's latent: > 0 makes the encoder hear code frames as the codec's latent
+    # vectors normalised per turn (s2slib.s2s.frontend); 0: learned code embeddings (the seed design)
     text_vocab: int = 0  # characters of the encoder's transcription head (s2slib.s2s.transcript); 0: no head.
     # Used only as an auxiliary training loss (fine-tuning); generation never reads it
 
@@ -125,9 +127,11 @@ class S2SConfig:
     @classmethod
     def for_codec(cls, preset: str, codec_info: dict[str, Any], **kw: Any) -> "S2SConfig":
         """A preset sized for the tokens of one codec: ``codec_info`` holds ``n_q``, ``codebook_size`` and
-        ``frame_rate`` (a token cache's ``codec.json``)."""
-        return cls.preset(preset, n_q=int(codec_info["n_q"]), codebook_size=int(codec_info["codebook_size"]),
-                          frame_rate=float(codec_info["frame_rate"]), **kw)
+        ``frame_rate`` (a token cache's ``codec.json``), and ``latent_dim`` when the cache keeps the codec's latent
+        table (then the encoder hears the codec's latent: :mod:`s2slib.s2s.frontend`)."""
+        return cls.preset(preset, **{**dict(n_q=int(codec_info["n_q"]), codebook_size=int(codec_info["codebook_size"]),
+                                            frame_rate=float(codec_info["frame_rate"]),
+                                            latent_dim=int(codec_info.get("latent_dim", 0))), **kw})
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -276,7 +276,8 @@ class AnswerTrainer(S2STrainer):
     """Fine-tunes a stage-1 model to answer (module docstring). Arguments as :class:`S2STrainer`, with
     ``AnswerExample`` lists instead of utterances, an :class:`AnswerTrainConfig`, ``pretrained``: the stage-1
     ``s2s.pt`` whose weights a new run starts from (a resumed run continues from its own checkpoint), and
-    ``sources``: the written pairs and dialogues selected (stored in ``s2s.pt``, so evaluation uses the same).
+    ``sources``: the written pairs and dialogues selected (stored in ``s2s.pt``, so evaluation uses the same);
+    ``codec_latent``: the codec's codebook vectors, for a run without ``pretrained`` (which has its own).
     Writes ``checkpoint.pt``, ``s2s.pt`` and ``history.jsonl`` into ``out_dir``."""
 
     kind = "s2s_answer_train"
@@ -285,13 +286,13 @@ class AnswerTrainer(S2STrainer):
     def __init__(self, model_config: S2SConfig, train_config: AnswerTrainConfig, train_examples: list[AnswerExample],
                  val_examples: list[AnswerExample], out_dir: str | Path, pretrained: str | Path | None = None,
                  device: str = "auto", resume: bool = True, codec_fingerprint: str = "",
-                 sources: set[str] | None = None):
+                 sources: set[str] | None = None, codec_latent: np.ndarray | None = None):
         if not isinstance(train_config, AnswerTrainConfig):
             raise TypeError(f"AnswerTrainer takes an AnswerTrainConfig, got {type(train_config).__name__}")
         model_config = answer_model_config(model_config, train_config.answer)
         self.transcribe_weight = train_config.answer.transcribe_weight
         super().__init__(model_config, train_config, train_examples, val_examples, out_dir, device, resume,
-                         codec_fingerprint)
+                         codec_fingerprint, codec_latent)
         self.pretrained = str(pretrained) if pretrained else ""
         self.sources = sorted(sources) if sources is not None else sorted({e.source_id for e in train_examples})
         if not self.resumed and pretrained:

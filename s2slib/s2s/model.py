@@ -12,6 +12,10 @@
   costs 50 decoder steps.
 - The encoder reads a learned start frame before the input, so it always has something to attend to (an empty
   prompt is allowed: the decoder then speaks unprompted).
+- **How the encoder hears** (``S2SConfig.latent_dim`` > 0, what :meth:`S2SConfig.for_codec` sets up): each code
+  frame enters as the codec's own latent vector, normalised per turn (:mod:`s2slib.s2s.frontend`), not as a learned
+  embedding of code ids, so a question sounds alike in voices the model never heard. The decoder, which must write
+  exact codes, keeps learned embeddings.
 - **Conditioning**: a speaker embedding (row 0 = any voice other than the agent's four) and an emotion embedding
   (row 0 = not given) are added to every decoder input step.
 """
@@ -26,6 +30,7 @@ from torch import Tensor, nn
 
 from s2slib.s2s.config import S2SConfig
 from s2slib.s2s.delay import IGNORE
+from s2slib.s2s.frontend import LatentInput
 from s2slib.s2s.layers import ConformerBlock, DecoderBlock, KVCache, RotaryEmbedding
 
 
@@ -67,6 +72,8 @@ class S2SModel(nn.Module):
         self.config = c = config
         self.rope = RotaryEmbedding(c.head_dim, c.rope_base)
         self.src_embed = CodebookEmbedding(c.n_q, c.input_vocab, c.d_model)
+        # the codec's latent for code frames (s2slib.s2s.frontend); src_embed then serves start and separator frames
+        self.latent_input = LatentInput(c.n_q, c.codebook_size, c.latent_dim, c.d_model) if c.latent_dim else None
         self.tgt_embed = CodebookEmbedding(c.n_q, c.input_vocab, c.d_model)
         self.speaker = nn.Embedding(len(c.speakers) + 1, c.d_model)
         self.emotion = nn.Embedding(len(c.emotions) + 1, c.d_model)
@@ -84,6 +91,15 @@ class S2SModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def set_codec_latent(self, table) -> None:
+        """Give the encoder the codec's codebook vectors ``[n_q, codebook_size, latent_dim]``
+        (:func:`s2slib.s2s.frontend.codec_latent_table`, :meth:`s2slib.s2s.tokens.TokenCache.latent_table`); a model
+        with ``latent_dim`` 0 has no use for them."""
+        if self.latent_input is None:
+            raise ValueError("this model reads learned code embeddings (S2SConfig.latent_dim is 0); it has no codec "
+                             "latent to set")
+        self.latent_input.set_table(table)
+
     # ------------------------------------------------------------------ encoder
     def encode(self, src: Tensor, src_lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``src: LongTensor[B, n_q, S]`` codes (``S`` may be 0), ``src_lengths: LongTensor[B]`` (default: all ``S``)
@@ -93,9 +109,13 @@ class S2SModel(nn.Module):
         if n_q != self.config.n_q:
             raise ValueError(f"the model reads {self.config.n_q} codebooks per frame, got codes with {n_q}")
         start = torch.full((B, n_q, 1), self.config.bos_id, dtype=src.dtype, device=src.device)
-        x = self.src_embed(torch.cat([start, src], dim=-1))  # (B, 1 + S, d)
+        ids = torch.cat([start, src], dim=-1)
+        x = self.src_embed(ids)  # (B, 1 + S, d)
         lengths = torch.full((B,), S, device=src.device) if src_lengths is None else src_lengths.to(src.device)
         keep = torch.arange(S + 1, device=src.device).view(1, -1) <= lengths.view(-1, 1)  # (B, 1 + S)
+        if self.latent_input is not None:
+            heard, is_code = self.latent_input(ids, keep)
+            x = torch.where(is_code.unsqueeze(-1), heard, x)
         for block in self.encoder:
             x = block(x, keep)
         return x, keep

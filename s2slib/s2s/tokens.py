@@ -21,7 +21,9 @@ training cheap, so this module does exactly that:
 Layout of a cache ``<root>/<fingerprint[:16]>/``::
 
     codec.json                    the codec that wrote the tokens (fingerprint, kind, settings, n_q, codebook_size,
-                                  frame_rate, sample_rate, created)
+                                  frame_rate, sample_rate, created, latent_dim)
+    latent.npy                    float32 (n_q, codebook_size, latent_dim): the codec's codebook vectors, through
+                                  which the S2S encoder hears the codes (s2slib.s2s.frontend)
     codes/<sha1[:2]>/<sha1>.npy   int16 codes (n_q, frames) of the audio file whose bytes hash to <sha1>
     index/<manifest stem>.jsonl   one row per tokenized utterance of that manifest (:func:`tokenize_manifest`)
     rejects.jsonl                 a log of the files that could not be tokenized, with why (appended by every run)
@@ -58,10 +60,12 @@ from s2slib.audio import AudioError, audio_info, load_audio
 from s2slib.baseline import EncodecCodec
 from s2slib.codec.model import FramedCodec
 from s2slib.data.conversations import read_conversations
+from s2slib.s2s.frontend import codec_latent_table
 from s2slib.data.manifest import iter_jsonl, read_manifest
 
 TOKEN_FORMAT = 1  # bump when the way tokens are made or stored changes: every cache is then rebuilt
 CODEC_KINDS = ("course", "encodec")
+LATENT_FILE = "latent.npy"  # the codec's codebook vectors beside its tokens (TokenCache.latent_table)
 INDEX_FIELDS = ("id", "codes_path", "n_frames", "speaker", "emotion", "source", "split", "text", "duration")
 
 
@@ -184,13 +188,39 @@ class TokenCache:
             recorded = {"fingerprint": self.fingerprint, **info, "token_format": TOKEN_FORMAT,
                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             write_json(self.path / "codec.json", recorded)
-            return recorded
         differs = {k: (recorded.get(k), v) for k, v in info.items() if recorded.get(k) != v}
         if differs:
             said = ", ".join(f"{k}: {old!r} recorded, {new!r} given" for k, (old, new) in differs.items())
             raise ValueError(f"the codec given is not the one whose tokens are in {self.path} ({said}). Compute the "
                              "cache's fingerprint from this codec's own checkpoint and settings (codec_fingerprint).")
+        if "latent_dim" not in recorded or not (self.path / LATENT_FILE).is_file():
+            # the codec's codebook vectors, which the S2S encoder hears codes through (s2slib.s2s.frontend); a cache
+            # written before they were kept gets them on its next use
+            table = codec_latent_table(codec, recorded["n_q"])
+            with atomic_path(self.path / LATENT_FILE) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, table)
+            recorded = {**recorded, "latent_dim": int(table.shape[-1])}
+            write_json(self.path / "codec.json", recorded)
         return recorded
+
+    def latent_table(self) -> np.ndarray:
+        """The codec's codebook vectors ``float32[n_q, codebook_size, latent_dim]`` kept beside the tokens
+        (:func:`s2slib.s2s.frontend.codec_latent_table`); the S2S trainer gives them to a new model."""
+        path = self.path / LATENT_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: tokenize with this codec once more (tokenize_run or "
+                                    "TokenCache.record_codec writes it)")
+        try:
+            table = np.load(path)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path} is not a readable array ({exc}); delete it and tokenize again") from exc
+        info = self.info or {}
+        want = (info.get("n_q"), info.get("codebook_size"), info.get("latent_dim"))
+        if table.ndim != 3 or tuple(table.shape) != want:
+            raise ValueError(f"{path} has shape {table.shape}; codec.json says (n_q, codebook_size, latent_dim) = "
+                             f"{want}. Delete it and tokenize again.")
+        return table
 
     def _digest(self, audio_path: str | os.PathLike) -> str:
         """SHA-1 of the audio file's bytes (memoized by path, size and modification time)."""

@@ -146,6 +146,8 @@ class S2STrainer:
     out_dir: checkpoints and the log; an existing ``checkpoint.pt`` there is resumed when ``resume``.
     codec_fingerprint: the token cache's codec fingerprint, stored in the exported model so generation can refuse
         a codec the model was not trained on.
+    codec_latent: the codec's codebook vectors (:meth:`s2slib.s2s.tokens.TokenCache.latent_table`), needed by a new
+        model whose encoder hears the codec's latent (``model_config.latent_dim`` > 0); a resumed run has them.
     """
 
     kind = "s2s_train"
@@ -154,7 +156,7 @@ class S2STrainer:
 
     def __init__(self, model_config: S2SConfig, train_config: S2STrainConfig, train_items: list[TokenItem],
                  val_items: list[TokenItem], out_dir: str | Path, device: str = "auto", resume: bool = True,
-                 codec_fingerprint: str = ""):
+                 codec_fingerprint: str = "", codec_latent: np.ndarray | None = None):
         self.cfg, self.codec_fingerprint = train_config, codec_fingerprint
         start = start_run(device, out_dir, train_config.seed, CHECKPOINT, self.kind, resume)
         self.device, self.dist, self.out_dir, state = start.device, start.dist, start.out_dir, start.state
@@ -172,6 +174,8 @@ class S2STrainer:
                 raise CheckpointError(f"{ckpt_path} was trained on tokens of another codec; give another output "
                                       "folder to train on this codec's tokens.")
         self.model = S2SModel(model_config).to(self.device)
+        if codec_latent is not None and self.model.latent_input is not None:
+            self.model.set_codec_latent(codec_latent)
         self.ddp = DistributedDataParallel(self.model) if self.dist.enabled else self.model
         decay, no_decay = [], []  # weight decay on weight matrices only, not on embeddings, biases or norms
         for name, p in self.model.named_parameters():
@@ -267,6 +271,10 @@ class S2STrainer:
     def fit(self, progress: bool = True, stop_after: int | None = None) -> History:
         """Train until ``max_steps`` (or ``stop_after`` more steps); exports ``s2s.pt`` when ``max_steps`` is reached."""
         cfg = self.cfg
+        if self.model.latent_input is not None and not self.model.latent_input.is_set:
+            raise ValueError("the model's encoder hears the codec's latent (latent_dim "
+                             f"{self.model.config.latent_dim}) but has no codebook vectors: pass "
+                             "codec_latent=TokenCache.latent_table() (or start from a checkpoint that has them)")
         end = cfg.max_steps if stop_after is None else min(cfg.max_steps, self.step + stop_after)
         bar = tqdm(total=end, initial=self.step, desc=self.progress_desc, disable=not (progress and self.dist.is_main))
         window: list[dict[str, float]] = []
