@@ -222,9 +222,13 @@ def bench_s2s(model_path: str | None = None, codec_path: str | None = None, prom
     if model_path:
         model = load_s2s(model_path)
     else:
+        from s2slib.s2s.frontend import codec_latent_table
+
         torch.manual_seed(0)
-        model = S2SModel(S2SConfig.laptop(n_q=cfg.n_q, codebook_size=cfg.codebook_size,
-                                          frame_rate=cfg.frame_rate)).eval()
+        table = codec_latent_table(codec)  # the encoder hears the codec's latent, as a trained model does
+        model = S2SModel(S2SConfig.laptop(n_q=cfg.n_q, codebook_size=cfg.codebook_size, frame_rate=cfg.frame_rate,
+                                          latent_dim=table.shape[-1])).eval()
+        model.set_codec_latent(table)
     if (model.config.n_q, model.config.codebook_size) != (cfg.n_q, cfg.codebook_size):
         raise ValueError(f"the model reads {model.config.n_q} x {model.config.codebook_size} codes but the codec "
                          f"makes {cfg.n_q} x {cfg.codebook_size}; give the codec the model was trained with (--codec)")

@@ -318,7 +318,7 @@ def test_finetune_eval_and_answer_commands_on_a_small_run(tmp_path, capsys):
     config = S2SConfig.for_codec("smoke", cache.info, max_frames=60)
     S2STrainer(config, S2STrainConfig(max_steps=2, batch_size=2, val_every=0, ckpt_every=10, task=TASK),
                load_items(tokens.train, config.n_q), load_items(tokens.val, config.n_q), run / "s2s_pretrain",
-               device="cpu", codec_fingerprint=cache.fingerprint).fit(progress=False)
+               device="cpu", codec_fingerprint=cache.fingerprint, codec_latent=cache.latent_table()).fit(progress=False)
     capsys.readouterr()
 
     assert main(["finetune", "--run", str(run), "--pairs", "0", "--max-steps", "2", "--batch-size", "2",

@@ -181,6 +181,8 @@ def test_killed_run_leaves_no_partial_token_file_and_the_rerun_completes(codec, 
         pass
 
     def dying_save(file, arr, *args, **kwargs):
+        if np.asarray(arr).dtype != np.int16:  # the codec's latent table (latent.npy), written once per cache
+            return real_save(file, arr, *args, **kwargs)
         writes.append(arr.shape)
         if len(writes) == 3:  # the first file of the second batch: half written, then the process dies
             file.write(b"\x93NUMPY\x01\x00partial header")
