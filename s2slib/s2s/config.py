@@ -106,7 +106,7 @@ class S2SConfig:
 
     @classmethod
     def laptop(cls, **kw: Any) -> "S2SConfig":
-        """A few million parameters: pretrains on a 2-core CPU in about 18 minutes. No dropout: a quarter of an hour
+        """A few million parameters: pretrains on a 2-core CPU in about 18 minutes. No dropout: 18 minutes
         of CPU sees the data about twice, too little to overfit, and dropout's masks cost a fifth of the step."""
         return cls(**{**dict(d_model=192, n_heads=4, encoder_layers=3, decoder_layers=4, ff_mult=3, conv_kernel=15,
                              dropout=0.0, max_frames=750), **kw})
