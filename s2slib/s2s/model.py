@@ -202,7 +202,6 @@ def codebook_losses(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Te
     return nll.sum(dim=(0, 1)), correct.sum(dim=(0, 1)), valid.sum(dim=(0, 1))
 
 
-
 def transcription_loss(log_probs: Tensor, user_lengths: Tensor, text: Tensor, text_lengths: Tensor) -> Tensor:
     """CTC loss of the transcription head per target character: ``log_probs: Tensor[B, U, V]``
     (:meth:`S2SModel.transcribe`), ``text: LongTensor[B, L]`` character ids (:mod:`s2slib.s2s.transcript`), rows

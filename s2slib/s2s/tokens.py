@@ -187,7 +187,6 @@ class TokenCache:
         if recorded is None:
             recorded = {"fingerprint": self.fingerprint, **info, "token_format": TOKEN_FORMAT,
                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            write_json(self.path / "codec.json", recorded)
         differs = {k: (recorded.get(k), v) for k, v in info.items() if recorded.get(k) != v}
         if differs:
             said = ", ".join(f"{k}: {old!r} recorded, {new!r} given" for k, (old, new) in differs.items())
@@ -197,10 +196,9 @@ class TokenCache:
             # the codec's codebook vectors, which the S2S encoder hears codes through (s2slib.s2s.frontend); a cache
             # written before they were kept gets them on its next use
             table = codec_latent_table(codec, recorded["n_q"])
-            with atomic_path(self.path / LATENT_FILE) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, table)
+            _write_npy(self.path / LATENT_FILE, table)
             recorded = {**recorded, "latent_dim": int(table.shape[-1])}
+        if recorded != self.info:
             write_json(self.path / "codec.json", recorded)
         return recorded
 
@@ -295,10 +293,11 @@ def _reject(cache: TokenCache, report: TokenizeReport, group: list[tuple[str, st
         log.writelines(json.dumps({**row, "when": when}, ensure_ascii=False) + "\n" for row in rows)
 
 
-def _write_codes(path: Path, codes: np.ndarray) -> None:
-    """Atomically save ``codes`` (n_q, frames) int16 as ``.npy``: a killed write leaves no file under ``path``."""
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    """Atomically save ``array`` as ``.npy`` (token codes, the codec's latent table): a killed write leaves no file
+    under ``path``."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, codes)
+        np.save(f, array)
 
 
 def _plan(cache: TokenCache, report: TokenizeReport, items: list[tuple[str, str]], sample_rate: int) -> list[dict]:
@@ -376,7 +375,7 @@ def _encode_batch(codec, cache: TokenCache, report: TokenizeReport, batch: list[
             raise RuntimeError(f"the codec returned {codes.shape[-1]} frames for {x.shape[-1]} samples, fewer than "
                                f"the {n} that {item['group'][0][1]} needs.")
         # causal codec: frames < n never saw the padding, so these are the codes of the file encoded alone
-        _write_codes(item["target"], codes[i, :, :n].astype(np.int16))  # (n_q, n)
+        _write_npy(item["target"], codes[i, :, :n].astype(np.int16))  # (n_q, n)
         report.encoded += len(item["group"])
         report.seconds += len(wav) / codec.sample_rate
         report.frames += n
