@@ -196,6 +196,23 @@ def test_killed_fine_tuning_resumes_exactly(tmp_path):
         assert torch.equal(v, resumed.model.state_dict()[k]), k
 
 
+def test_micro_batches_take_the_same_step_as_one_pass(tmp_path):
+    """A step split into micro-batches (less memory) sums to the one-pass gradient, the transcription loss too."""
+    examples = answer_examples(conversation_rows(tmp_path), CONFIG.n_q)
+    pre = pretrained(tmp_path)
+    trainers = [AnswerTrainer(CONFIG, small_answer_config(micro_batch=m, max_steps=2), examples, examples[:3],
+                              tmp_path / f"m{m}", pretrained=pre, device="cpu", codec_fingerprint="fp")
+                for m in (0, 3, 1)]
+    batch = trainers[0].sampler.batch(0)
+    rows = [t.train_step(batch) for t in trainers]
+    for t, row in zip(trainers[1:], rows[1:]):
+        assert row["loss"] == pytest.approx(rows[0]["loss"], rel=1e-5)
+        assert row["ctc"] == pytest.approx(rows[0]["ctc"], rel=1e-5) and rows[0]["ctc"] > 0
+        assert row["grad_norm"] == pytest.approx(rows[0]["grad_norm"], rel=1e-4)
+        for k, v in trainers[0].model.state_dict().items():
+            torch.testing.assert_close(t.model.state_dict()[k], v, rtol=1e-4, atol=1e-6, msg=k)
+
+
 # ------------------------------------------------------------------------------------------------ the matcher
 def naive_dtw(a: np.ndarray, b: np.ndarray) -> float:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)

@@ -76,10 +76,16 @@ class Batch:
     text_lengths: Tensor | None = None
     user_lengths: Tensor | None = None
 
+    def _tensors(self) -> tuple:
+        return (self.src, self.src_lengths, self.inputs, self.targets, self.speaker, self.emotion, self.text,
+                self.text_lengths, self.user_lengths)
+
     def to(self, device: torch.device) -> "Batch":
-        return Batch(*(None if t is None else t.to(device, non_blocking=True)
-                       for t in (self.src, self.src_lengths, self.inputs, self.targets, self.speaker, self.emotion,
-                                 self.text, self.text_lengths, self.user_lengths)))
+        return Batch(*(None if t is None else t.to(device, non_blocking=True) for t in self._tensors()))
+
+    def rows(self, index: slice) -> "Batch":
+        """The examples ``index`` of the batch (a micro-batch: :attr:`S2STrainConfig.micro_batch`)."""
+        return Batch(*(None if t is None else t[index] for t in self._tensors()))
 
 
 def collate(config: S2SConfig, prompts: list[np.ndarray], continuations: list[np.ndarray], ends: list[bool],

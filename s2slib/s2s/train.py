@@ -18,6 +18,7 @@ Outputs in ``out_dir``: ``checkpoint.pt``, ``s2s.pt`` (the model alone, :func:`l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -34,6 +35,7 @@ from s2slib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from s2slib.codec.config import dataclass_from_dict
 from s2slib.s2s.config import S2SConfig
 from s2slib.s2s.data import Batch, ContinuationSampler, ContinuationTask, TokenItem, fixed_batches
+from s2slib.s2s.delay import IGNORE
 from s2slib.s2s.model import S2SModel, codebook_losses, transcription_loss
 from s2slib.training import (History, autocast, optimisation_state, restore_optimisation, save_training_checkpoint,
                              schedule_and_scaler, start_run)
@@ -49,6 +51,8 @@ class S2STrainConfig:
 
     max_steps: int = 1500  # optimizer steps
     batch_size: int = 16  # examples per step (per process under DDP)
+    micro_batch: int = 0  # examples per forward/backward pass: a step's batch is split into passes of this many and
+    # their gradients summed (the same step, less memory: a GPU or CPU that cannot hold batch_size); 0: one pass
     lr: float = 1e-3  # peak learning rate (AdamW)
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = 0.01
@@ -226,24 +230,39 @@ class S2STrainer:
 
     # ------------------------------------------------------------------ training
     def train_step(self, batch: Batch) -> dict[str, float]:
-        """One optimizer step; the row to log (mean loss, per-codebook losses, gradient norm, learning rate)."""
+        """One optimizer step; the row to log (mean loss, per-codebook losses, gradient norm, learning rate).
+
+        With ``micro_batch`` the batch goes through the model in slices whose losses are scaled by the whole
+        batch's target counts, so the summed gradient is the one-pass gradient (up to float rounding)."""
         self.ddp.train()
         b = batch.to(self.device)
         transcribe = self.transcribe_weight > 0 and b.user_lengths is not None
-        with autocast(self.device, self.cfg.amp):
-            out = self.ddp(b.src, b.src_lengths, b.inputs, b.speaker, b.emotion,
-                           b.user_lengths if transcribe else None)
-        logits, text_log_probs = out if transcribe else (out, None)
-        nll, _, count = codebook_losses(logits, b.targets)
-        per_codebook = nll / count.clamp(min=1)  # (n_q,)
-        loss = per_codebook.mean()
-        extra = {}
-        if transcribe:
-            ctc = transcription_loss(text_log_probs, b.user_lengths, b.text, b.text_lengths)
-            extra["ctc"] = float(ctc.detach())
-            loss = loss + self.transcribe_weight * ctc
+        count = (b.targets != IGNORE).sum(dim=(0, 2)).clamp(min=1)  # (n_q,) targets of the whole batch
+        chars = int(b.text_lengths[b.text_lengths > 0].sum()) if transcribe else 0
+        B = b.targets.shape[0]
+        size = self.cfg.micro_batch if 0 < self.cfg.micro_batch < B else B
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        nll_total, ctc_total = torch.zeros_like(count, dtype=torch.float32), 0.0
+        for start in range(0, B, size):
+            part = b.rows(slice(start, start + size))
+            last = start + size >= B
+            with (contextlib.nullcontext() if last or not self.dist.enabled else self.ddp.no_sync()):
+                with autocast(self.device, self.cfg.amp):
+                    out = self.ddp(part.src, part.src_lengths, part.inputs, part.speaker, part.emotion,
+                                   part.user_lengths if transcribe else None)
+                logits, text_log_probs = out if transcribe else (out, None)
+                nll, _, _ = codebook_losses(logits, part.targets)
+                loss = (nll / count).mean()
+                if transcribe:
+                    n = int(part.text_lengths[part.text_lengths > 0].sum())
+                    if n:
+                        ctc = transcription_loss(text_log_probs, part.user_lengths, part.text, part.text_lengths)
+                        ctc_total += float(ctc.detach()) * n
+                        loss = loss + self.transcribe_weight * ctc * (n / chars)
+                self.scaler.scale(loss).backward()
+            nll_total += nll.detach().float()
+        per_codebook = nll_total / count  # (n_q,)
+        extra = {"ctc": ctc_total / max(chars, 1)} if transcribe else {}
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
