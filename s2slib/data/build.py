@@ -200,15 +200,11 @@ def split_real_clips(utterances: list[Utterance], n_train: int, seed: int) -> li
 def synthesize_conversations(
     convs: list[Conversation], cfg: DataConfig, out_dir: Path, progress: bool = True
 ) -> tuple[list[Conversation], list[Reject]]:
-    """Synthesize and preprocess every turn; a conversation with a rejected turn is dropped (and reported).
-
-    User turns get a seeded pitch and rate jitter (people never say a sentence the same way twice); agent turns get
-    none: the agent is one fixed persona, and a sentence in one of its voices and emotions is the same audio
-    wherever it occurs (as a product's synthetic voice is), the rendering the evaluation's references use too."""
+    """Synthesize and preprocess every turn; a conversation with a rejected turn is dropped (and reported)."""
     jobs, where = [], []
     for c in convs:
         for k, turn in enumerate(c.turns):
-            seed = random.Random(f"{cfg.seed}:{c.id}:{k}").randrange(2**31) if turn.role == "user" else None
+            seed = random.Random(f"{cfg.seed}:{c.id}:{k}").randrange(2**31)
             jobs.append(synth.SynthJob(f"{c.id}#{k}", turn.text, turn.speaker, turn.emotion or "neutral", seed))
             where.append((c, k))
     wavs = _synthesize(jobs, cfg, progress)

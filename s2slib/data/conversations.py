@@ -3,8 +3,7 @@
 Users speak with the *user* voices, the agent answers with one of the four *agent* voices and the emotion label of
 the written answer. Which voices say what is planned here, deterministically from a seed:
 
-- ``train``: every pair (and dialogue) spoken by ``renditions`` different training user voices, the agent's answers
-  taking the four agent voices in turn (four renditions: each answer heard in every agent voice);
+- ``train``: every pair (and dialogue) spoken by ``renditions`` different training user voices;
 - ``val``: a hashed ``val_fraction`` of the pairs, spoken by a training user voice not used for that pair in train;
 - ``test``: every pair spoken by a **held-out** user voice, one never heard in training.
 
@@ -72,10 +71,7 @@ def _speakers(
     seed: int,
 ) -> list[tuple[str, str, str]]:
     """``[(split, user voice, agent voice), ...]``: who speaks each rendition of one pair or dialogue, fixed by its id
-    and the seed (``renditions`` training users, sometimes one more for validation, one held-out user for test).
-
-    The training renditions take the agent voices in turn (a seeded order), so ``renditions >= len(agent_voices)``
-    trains every answer in every agent voice; validation and test draw the agent voice at random."""
+    and the seed (``renditions`` training users, sometimes one more for validation, one held-out user for test)."""
     train_users, heldout_users = split_user_voices(user_voices, n_heldout_users)
     rng = random.Random(f"{seed}:{item_id}")
     users = rng.sample(train_users, len(train_users))
@@ -83,9 +79,7 @@ def _speakers(
     if stable_fraction(f"val:{item_id}", seed) < val_fraction:
         out.append(("val", users[len(out)]))
     out.append(("test", rng.choice(heldout_users)))
-    order = random.Random(f"{seed}:{item_id}:agents").sample(list(agent_voices), len(agent_voices))
-    return [(split, user, order[k % len(order)] if split == "train"
-             else random.Random(f"{seed}:{item_id}:{k}:agent").choice(agent_voices))
+    return [(split, user, random.Random(f"{seed}:{item_id}:{k}:agent").choice(agent_voices))
             for k, (split, user) in enumerate(out)]
 
 
