@@ -86,6 +86,60 @@ def test_session_hears_a_question_answers_it_in_chunks_and_remembers_it(engine):
     assert not s.turn_ready and list(s.respond()) == []
 
 
+def feed_preparing(session, wav: np.ndarray, chunk: int = 320) -> int:
+    """Feed like a runner does: prepare the answer whenever the session asks for it. Returns how many it did."""
+    done = 0
+    for i in range(0, len(wav), chunk):
+        session.feed(wav[i:i + chunk])
+        if session.prepare_wanted:
+            done += session.prepare()
+    return done
+
+
+def test_an_answer_prepared_during_the_silence_is_the_answer_given(engine):
+    from s2slib.agent.session import AgentSession
+
+    q = telugu_question()
+    pause = q[: int(0.9 * SR)]  # the question's start, then 0.25 s of silence (under the end of turn), then all of it
+    audio = {}
+    for name, prepare in (("plain", False), ("prepared", True), ("paused", True)):
+        s = AgentSession(engine, CONFIG, voice="Lakshmi", emotion="calm")
+        head = np.concatenate([silence(0.3), pause, silence(0.25)]) if name == "paused" else silence(0.3)
+        wav = np.concatenate([head, q, silence(0.6)])
+        if prepare:
+            made = feed_preparing(s, wav)
+        else:
+            feed(s, wav)
+        assert s.turn_ready
+        out = list(s.respond())
+        tel = out[-1].data
+        audio[name] = np.concatenate([e.audio for e in out if e.type == "audio"])
+        if name == "plain":
+            assert not tel["prepared"] and tel["first_frame_ms"] > 0
+        else:
+            assert made >= 2 if name == "paused" else made >= 1  # the pause's own preparation was dropped
+            assert tel["prepared"] and tel["first_frame_ms"] == 0.0  # ready before the end of turn
+            assert tel["first_audio_ms"] < 1000
+    # the same seed, the same context, the same question codes: the prepared answer is the one made at the end
+    assert np.array_equal(audio["plain"], audio["prepared"])
+    assert len(audio["paused"]) > 0
+
+
+def test_preparation_for_other_settings_is_not_used(engine):
+    from s2slib.agent.session import AgentSession
+
+    q = np.concatenate([silence(0.3), telugu_question()])
+    s = AgentSession(engine, CONFIG, voice="Priya")
+    feed_preparing(s, np.concatenate([q, silence(0.25)]))
+    s.set_voice("Arjun")  # changed after the answer was started ahead
+    feed(s, silence(0.35))
+    out = list(s.respond())
+    assert not out[-1].data["prepared"] and out[0].data["voice"] == "Arjun"
+    off = AgentSession(engine, dataclasses.replace(CONFIG, prepare_after_ms=0))
+    feed(off, np.concatenate([q, silence(0.6)]))
+    assert not off.prepare_wanted and not list(off.respond())[-1].data["prepared"]
+
+
 def test_barge_in_stops_the_answer_and_keeps_what_was_heard(engine):
     from s2slib.agent.session import AgentSession
 

@@ -36,6 +36,10 @@ class AgentConfig:
     max_turn_s: a turn this long is answered even without a pause.
     max_answer_s: the longest answer.
     chunk_frames: answer frames decoded per audio chunk sent (1 frame = 20 ms at 50 frames/s).
+    prepare_after_ms: silence after speech at which the answer's first frame is computed ahead, while the
+        end-of-turn silence runs out: kept when the turn then ends with no more speech, dropped when the user goes
+        on (0, or not below ``end_of_turn_ms``: nothing is prepared). It must leave room for ``tail_ms`` and the
+        codec encoder's 40 ms, which the turn's codes need first.
     temperature, top_k, seed: sampling (``seed=None``: a fresh draw each turn).
     voice, emotion: the defaults; each session may change them between turns.
     """
@@ -49,6 +53,7 @@ class AgentConfig:
     max_turn_s: float = 20.0
     max_answer_s: float = 8.0
     chunk_frames: int = 2
+    prepare_after_ms: int = 192
     temperature: float = 0.8
     top_k: int = 50
     seed: int | None = 0
@@ -61,7 +66,7 @@ class AgentConfig:
         for name in ("min_speech_ms", "end_of_turn_ms", "barge_in_min_ms", "chunk_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("pre_roll_ms", "tail_ms"):
+        for name in ("pre_roll_ms", "tail_ms", "prepare_after_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_turn_s <= 0 or self.max_answer_s <= 0:

@@ -2,7 +2,8 @@
 
 Audio comes in on the event loop (``await runner.feed(pcm)``); the VAD and the encoder run on a worker thread so
 the loop stays free; when a turn ends, the answer is generated on another worker thread while listening goes on, so
-the user can barge in. Every event, from either thread, goes out through one queue in order to one ``send``
+the user can barge in. When the user pauses, that thread starts the answer ahead (``AgentSession.prepare``) while
+the end-of-turn silence runs out. Every event, from either thread, goes out through one queue in order to one ``send``
 coroutine (a WebSocket's, the Gradio demo's, or a list in a test), never two sends at once.
 """
 
@@ -53,8 +54,19 @@ class SessionRunner:
         self._maybe_answer()
 
     def _maybe_answer(self) -> None:
-        if self.session.turn_ready and not self.answering and not self.closed:
+        if self.answering or self.closed:
+            return
+        if self.session.turn_ready:
             self._answer = self._loop.run_in_executor(self._answers, self._run_answer)
+        elif self.session.prepare_wanted:  # the user paused: start the answer while the end of turn is decided
+            self._answer = self._loop.run_in_executor(self._answers, self._run_prepare)
+
+    def _run_prepare(self) -> None:
+        try:
+            self.session.prepare()
+        except Exception:  # nothing is lost: the answer is generated from scratch at the end of turn
+            pass
+        self._loop.call_soon_threadsafe(self._maybe_answer)  # the turn may have ended meanwhile
 
     def _run_answer(self) -> None:
         try:

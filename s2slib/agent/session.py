@@ -11,6 +11,11 @@ them in turn):
     a generator that answers the waiting turn: ``answer_started``, ``audio`` events (``Event.audio``: ``float32``
     at 16 kHz, each ready as soon as its frames are decoded), then ``answer_ended`` and ``latency``. It stops at the
     next chunk after an interruption.
+``prepare()`` (optional)
+    when :attr:`prepare_wanted` (the user has been silent ``prepare_after_ms``, the end of turn is not yet decided),
+    runs the encoder over the context and the question and the decoder up to the answer's first frame, so that
+    ``respond()`` starts with it if the turn then ends with no more speech. Speech before the end of turn makes
+    the work moot; it is dropped. Skipping ``prepare()`` changes nothing but the latency.
 
 **The session's clock is the input stream.** A client sends audio in real time, so the number of samples received
 is the time. An answer is taken to start playing when its first chunk goes out and to play in real time; barge-in
@@ -24,6 +29,7 @@ click during the answer neither interrupts it nor becomes a question.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -74,6 +80,7 @@ class TurnTelemetry:
     ended_at_eos: bool = False
     interrupted: bool = False
     heard_frames: int = 0
+    prepared: bool = False  # the first frame was computed during the end-of-turn silence (prepare())
     context_turns: int = 0
     voice: str = ""
     emotion: str = ""
@@ -89,6 +96,19 @@ class _Turn:
     codes: np.ndarray  # int64[n_q, F]
     telemetry: TurnTelemetry
     eot_wall: float  # perf_counter() when the end of turn was decided
+    early: dict[str, Any] | None = None  # what prepare() computed for exactly these codes
+
+
+@dataclass
+class _Early:
+    """An answer started ahead of the end of turn: for the question's codes up to ``speech_end``."""
+
+    speech_end: int
+    codes: np.ndarray
+    stream: Any = None  # generate_frames(...) after its first frame
+    first: Any = None  # that first Frame (None: the model ended at once)
+    ready_wall: float = 0.0
+    key: tuple = ()  # (turn number, voice, emotion, context turns) it was computed for
 
 
 class AgentSession:
@@ -120,6 +140,9 @@ class AgentSession:
         self._pending: _Turn | None = None
         self._answer: dict[str, Any] | None = None  # the answer being generated or played
         self._turns = 0
+        self._early: _Early | None = None  # the answer prepared during the current end-of-turn silence
+        self._prepare_windows = self.config.windows(self.config.prepare_after_ms) \
+            if 0 < self.config.prepare_after_ms < self.config.end_of_turn_ms else 0
 
     # ------------------------------------------------------------------ settings between turns
     def set_voice(self, voice: str) -> None:
@@ -134,6 +157,7 @@ class AgentSession:
         with self._lock:
             self.context.reset()
             self._pending = None
+            self._early = None
         return events + [Event("reset", {"context_turns": 0})]
 
     # ------------------------------------------------------------------ listening
@@ -179,7 +203,57 @@ class AgentSession:
                 events.append(Event("speech_started", {"t": ev.speech_start / SAMPLE_RATE}))
             else:
                 events.append(self._end_turn(ev.speech_start, ev.speech_end, ev.sample))
+        self._note_silence()
         return events
+
+    # ------------------------------------------------------------------ answering ahead of the end of turn
+    def _note_silence(self) -> None:
+        """Once the user has been silent ``prepare_after_ms`` inside a turn, offer its codes so far to prepare()."""
+        d = self.detector
+        if not self._prepare_windows or not d.in_turn or d.run < self._prepare_windows or self.speaking \
+                or self._pending is not None or (self._early is not None and self._early.speech_end == d.speech_end):
+            return
+        n = int(np.ceil((d.speech_end + self.config.tail_ms * SAMPLE_RATE / 1000 - self._origin) / self._hop))
+        if not self._codes or sum(c.shape[-1] for c in self._codes) < n:
+            return  # the streaming encoder has not caught up yet (it will by the end of turn)
+        merged = torch.cat(self._codes, dim=-1)
+        self._codes = [merged]
+        codes = merged[:, :n].numpy()
+        with self._lock:
+            self._early = _Early(d.speech_end, codes)
+
+    @property
+    def prepare_wanted(self) -> bool:
+        e = self._early
+        return e is not None and e.stream is None and self._pending is None
+
+    def prepare(self) -> bool:
+        """Compute the first frame of the answer to the turn so far (see the module docstring); True if it did."""
+        from s2slib.s2s.generate import generate_frames
+
+        with self._lock:
+            e = self._early
+            if e is None or e.stream is not None or self._pending is not None:
+                return False
+            key = (self._turns + 1, self.voice, self.emotion, len(self.context))
+            src = self.context.source(e.codes, self.engine.model.config)
+        stream = generate_frames(self.engine.model, torch.from_numpy(src).unsqueeze(0), key[1], key[2],
+                                 self._sampling(key[0]))
+        first = next(stream, None)
+        with self._lock:
+            taken = self._pending is not None and self._pending.early is e  # the turn ended meanwhile, on these codes
+            if self._early is not e and not taken:  # the user went on: the work is moot
+                return False
+            e.stream, e.first, e.ready_wall, e.key = stream, first, time.perf_counter(), key
+        return True
+
+    def _sampling(self, turn: int):
+        from s2slib.s2s.generate import SamplingConfig
+
+        cfg, model = self.config, self.engine.model
+        max_frames = min(model.config.max_frames, int(cfg.max_answer_s * self.engine.frame_rate))
+        return SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, max_frames=max_frames,
+                              seed=None if cfg.seed is None else cfg.seed + turn)
 
     def _push_codes(self, wav: np.ndarray) -> None:
         codes = self.encoder.push(torch.from_numpy(np.ascontiguousarray(wav)).view(1, 1, -1))
@@ -190,6 +264,7 @@ class AgentSession:
         """Begin encoding at the pre-roll before the speech; the samples of this chunk are in ``_recent``."""
         self.encoder.reset()
         self._codes = []
+        self._early = None
         first = self.received - len(self._recent)
         self._origin = max(first, speech_start - self._pre_roll)
         self._push_codes(self._recent[self._origin - first:])
@@ -207,7 +282,9 @@ class AgentSession:
                             eot_delay_ms=1000 * (decided - speech_end) / SAMPLE_RATE,
                             encode_ms=1000 * (time.perf_counter() - t0))
         with self._lock:
-            self._pending = _Turn(codes, tel, time.perf_counter())
+            early, self._early = self._early, None
+            same = early is not None and early.speech_end == speech_end and np.array_equal(early.codes, codes)
+            self._pending = _Turn(codes, tel, time.perf_counter(), early if same else None)
         return Event("speech_ended", {"t": speech_end / SAMPLE_RATE, "question_s": round(tel.question_s, 3),
                                       "eot_delay_ms": round(tel.eot_delay_ms, 1), "frames": int(codes.shape[-1])})
 
@@ -234,7 +311,7 @@ class AgentSession:
     # ------------------------------------------------------------------ answering
     def respond(self) -> Iterator[Event]:
         """Answer the waiting turn (see the module docstring); nothing when no turn waits."""
-        from s2slib.s2s.generate import SamplingConfig, generate_frames
+        from s2slib.s2s.generate import generate_frames
 
         with self._lock:
             turn, self._pending = self._pending, None
@@ -246,10 +323,13 @@ class AgentSession:
                  "interrupted": False, "heard_frames": 0, "telemetry": tel}
             self._answer = a
             src = self.context.source(turn.codes, self.engine.model.config)
+            early = turn.early
+            if early is not None and (early.stream is None
+                                      or early.key != (tel.turn, self.voice, self.emotion, len(self.context))):
+                early = None  # never prepared, or prepared for other settings or another context
         model, codec, cfg = self.engine.model, self.engine.codec, self.config
-        max_frames = min(model.config.max_frames, int(cfg.max_answer_s * self.engine.frame_rate))
-        sampling = SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, max_frames=max_frames,
-                                  seed=None if cfg.seed is None else cfg.seed + tel.turn)
+        sampling = self._sampling(tel.turn)
+        max_frames = sampling.max_frames
         decoder = codec.streaming_decoder()
         frames: list[torch.Tensor] = []
         pending: list[torch.Tensor] = []
@@ -258,14 +338,20 @@ class AgentSession:
         try:  # however the consumer leaves (done, interrupted, or dropping this generator), the exchange is remembered
             yield Event("answer_started", {"turn": tel.turn, "voice": self.voice, "emotion": self.emotion,
                                            "context_turns": len(self.context)})
-            stream = generate_frames(model, torch.from_numpy(src).unsqueeze(0), self.voice, self.emotion, sampling)
+            if early is not None:  # the first frame was computed during the silence: generation goes on from it
+                tel.prepared = True
+                tel.first_frame_ms = 1000 * max(0.0, early.ready_wall - turn.eot_wall)
+                stream = itertools.chain([early.first] if early.first is not None else [], early.stream)
+            else:
+                stream = generate_frames(model, torch.from_numpy(src).unsqueeze(0), self.voice, self.emotion,
+                                         sampling)
             for fr in stream:
                 if a["cancel"].is_set():
                     break
                 if not bool(fr.alive[0]):
                     ended = True
                     break
-                if not frames:
+                if not frames and not tel.prepared:
                     tel.first_frame_ms = 1000 * (time.perf_counter() - turn.eot_wall)
                 frames.append(fr.codes[0].cpu())
                 pending.append(fr.codes[0])
