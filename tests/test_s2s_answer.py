@@ -211,6 +211,13 @@ def test_micro_batches_take_the_same_step_as_one_pass(tmp_path):
         assert row["grad_norm"] == pytest.approx(rows[0]["grad_norm"], rel=1e-4)
         for k, v in trainers[0].model.state_dict().items():
             torch.testing.assert_close(t.model.state_dict()[k], v, rtol=1e-4, atol=1e-6, msg=k)
+    # validation cuts its batches the same way, with the same figures
+    from s2slib.s2s.train import evaluate
+
+    whole = evaluate(trainers[0].model, trainers[0].val_batches, "cpu")
+    cut = evaluate(trainers[0].model, trainers[0].val_batches, "cpu", micro_batch=1)
+    np.testing.assert_allclose(cut["loss"], whole["loss"], rtol=1e-5)
+    assert (cut["count"] == whole["count"]).all() and (cut["accuracy"] == whole["accuracy"]).all()
 
 
 # ------------------------------------------------------------------------------------------------ the matcher

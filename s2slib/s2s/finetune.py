@@ -32,7 +32,7 @@ from s2slib.s2s.config import NO_LABEL, S2SConfig
 from s2slib.s2s.context import DEFAULT_MAX_TURNS, question_frames, source_codes
 from s2slib.s2s.data import Batch, ContinuationSampler, collate
 from s2slib.s2s.model import S2SModel, transcription_loss
-from s2slib.s2s.train import S2STrainConfig, S2STrainer
+from s2slib.s2s.train import S2STrainConfig, S2STrainer, micro_batches
 from s2slib.s2s.transcript import TEXT_VOCAB, char_error_rate, greedy_ctc, ids_text, text_ids
 
 
@@ -319,7 +319,8 @@ class AnswerTrainer(S2STrainer):
         """Stage 1's validation, and how well the encoder transcribes the validation questions (``val_ctc``,
         ``val_cer``) when the model learns to."""
         row = super().validate()
-        row.update({f"val_{k}": v for k, v in transcription_scores(self.model, self.val_batches, self.device).items()})
+        batches = micro_batches(self.val_batches, self.cfg.micro_batch)
+        row.update({f"val_{k}": v for k, v in transcription_scores(self.model, batches, self.device).items()})
         return row
 
     def build_data(self, model_config: S2SConfig, train_items: list, val_items: list) -> tuple[Any, list[Batch], list]:

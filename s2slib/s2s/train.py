@@ -107,18 +107,27 @@ def unigram_loss(counts: np.ndarray, batches: list[Batch]) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(model: S2SModel, batches: list[Batch], device: torch.device) -> dict[str, np.ndarray]:
-    """Loss (nats), accuracy and target count per codebook over ``batches``: arrays ``[n_q]``."""
+def evaluate(model: S2SModel, batches: list[Batch], device: torch.device, micro_batch: int = 0,
+             ) -> dict[str, np.ndarray]:
+    """Loss (nats), accuracy and target count per codebook over ``batches``: arrays ``[n_q]`` (``micro_batch``: at
+    most this many examples per forward pass, as in training)."""
     model.eval()
     n_q = model.config.n_q
     nll, correct, count = torch.zeros(n_q), torch.zeros(n_q), torch.zeros(n_q)
-    for b in batches:
+    for b in micro_batches(batches, micro_batch):
         b = b.to(device)
         logits = model(b.src, b.src_lengths, b.inputs, b.speaker, b.emotion)
         s, c, n = codebook_losses(logits, b.targets)
         nll, correct, count = nll + s.cpu(), correct + c.cpu(), count + n.cpu()
     count = count.clamp(min=1)
     return {"loss": (nll / count).numpy(), "accuracy": (correct / count).numpy(), "count": count.numpy()}
+
+
+def micro_batches(batches: list[Batch], size: int) -> list[Batch]:
+    """``batches`` cut into slices of at most ``size`` examples (0: as they are)."""
+    if size <= 0:
+        return list(batches)
+    return [b.rows(slice(i, i + size)) for b in batches for i in range(0, b.targets.shape[0], size)]
 
 
 def load_s2s(path: str | Path, device: str | torch.device = "cpu") -> S2SModel:
@@ -278,7 +287,7 @@ class S2STrainer:
         """Validation loss, accuracy and perplexity per codebook, and the unigram baseline's perplexity."""
         if not self.val_batches:
             return {}
-        out = evaluate(self.model, self.val_batches, self.device)
+        out = evaluate(self.model, self.val_batches, self.device, self.cfg.micro_batch)
         row = {"val_loss": float(out["loss"].mean()), "val_unigram_loss": float(self.unigram_loss.mean())}
         for k in range(self.model.config.n_q):
             row[f"val_loss_cb{k}"] = float(out["loss"][k])
