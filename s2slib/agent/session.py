@@ -96,7 +96,7 @@ class _Turn:
     codes: np.ndarray  # int64[n_q, F]
     telemetry: TurnTelemetry
     eot_wall: float  # perf_counter() when the end of turn was decided
-    early: dict[str, Any] | None = None  # what prepare() computed for exactly these codes
+    early: _Early | None = None  # what prepare() computed for exactly these codes
 
 
 @dataclass
@@ -213,7 +213,7 @@ class AgentSession:
         if not self._prepare_windows or not d.in_turn or d.run < self._prepare_windows or self.speaking \
                 or self._pending is not None or (self._early is not None and self._early.speech_end == d.speech_end):
             return
-        n = int(np.ceil((d.speech_end + self.config.tail_ms * SAMPLE_RATE / 1000 - self._origin) / self._hop))
+        n = self._turn_frames(d.speech_end)
         if not self._codes or sum(c.shape[-1] for c in self._codes) < n:
             return  # the streaming encoder has not caught up yet (it will by the end of turn)
         merged = torch.cat(self._codes, dim=-1)
@@ -255,6 +255,11 @@ class AgentSession:
         return SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, max_frames=max_frames,
                               seed=None if cfg.seed is None else cfg.seed + turn)
 
+    def _turn_frames(self, speech_end: int) -> int:
+        """Code frames of the turn that ends its speech at sample ``speech_end``: from the pre-roll to ``tail_ms``
+        after the speech."""
+        return int(np.ceil((speech_end + self.config.tail_ms * SAMPLE_RATE / 1000 - self._origin) / self._hop))
+
     def _push_codes(self, wav: np.ndarray) -> None:
         codes = self.encoder.push(torch.from_numpy(np.ascontiguousarray(wav)).view(1, 1, -1))
         if codes.shape[-1]:
@@ -271,7 +276,7 @@ class AgentSession:
 
     def _end_turn(self, speech_start: int, speech_end: int, decided: int) -> Event:
         t0 = time.perf_counter()
-        n = int(np.ceil((speech_end + self.config.tail_ms * SAMPLE_RATE / 1000 - self._origin) / self._hop))
+        n = self._turn_frames(speech_end)
         have = sum(c.shape[-1] for c in self._codes)
         if have < n:
             self._codes.append(self.encoder.flush()[0].cpu())

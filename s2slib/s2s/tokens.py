@@ -60,8 +60,8 @@ from s2slib.audio import AudioError, audio_info, load_audio
 from s2slib.baseline import EncodecCodec
 from s2slib.codec.model import FramedCodec
 from s2slib.data.conversations import read_conversations
-from s2slib.s2s.frontend import codec_latent_table
 from s2slib.data.manifest import iter_jsonl, read_manifest
+from s2slib.s2s.frontend import codec_latent_table
 
 TOKEN_FORMAT = 1  # bump when the way tokens are made or stored changes: every cache is then rebuilt
 CODEC_KINDS = ("course", "encodec")

@@ -248,13 +248,11 @@ class S2STrainer:
         transcribe = self.transcribe_weight > 0 and b.user_lengths is not None
         count = (b.targets != IGNORE).sum(dim=(0, 2)).clamp(min=1)  # (n_q,) targets of the whole batch
         chars = int(b.text_lengths[b.text_lengths > 0].sum()) if transcribe else 0
-        B = b.targets.shape[0]
-        size = self.cfg.micro_batch if 0 < self.cfg.micro_batch < B else B
+        parts = micro_batches([b], self.cfg.micro_batch)
         self.optimizer.zero_grad(set_to_none=True)
         nll_total, ctc_total = torch.zeros_like(count, dtype=torch.float32), 0.0
-        for start in range(0, B, size):
-            part = b.rows(slice(start, start + size))
-            last = start + size >= B
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1  # DDP averages the gradients across processes once, after the last slice
             with (contextlib.nullcontext() if last or not self.dist.enabled else self.ddp.no_sync()):
                 with autocast(self.device, self.cfg.amp):
                     out = self.ddp(part.src, part.src_lengths, part.inputs, part.speaker, part.emotion,
