@@ -39,7 +39,8 @@ the first answer audio, with the default end-of-turn silence), ``after_eot_ms_me
 to that audio), ``stages_ms`` (the session's own medians: end-of-turn wait, encode, first frame, first audio),
 ``rtf_median``. Then it runs 1, 2, 4, ... sessions at once, each streaming two questions in real time, and reports
 ``realtime_sessions``: the most for which every answer was generated faster than it plays and no client fell more
-than 100 ms behind its sending schedule (the machine kept up with every microphone).
+than 100 ms behind its sending schedule (the machine kept up with every microphone). Each row also says how many
+answers the engine's one decoder thread advanced per batched step on average (``answers_per_decoder_step``).
 """
 
 from __future__ import annotations
@@ -311,13 +312,16 @@ def bench_agent(run: str | None = None, questions: int = 20, threads: int = 1, m
             return await asyncio.gather(*[talk_in_process(engine, wavs[2 * i % len(wavs):2 * i % len(wavs) + 2],
                                                           config) for i in range(k)])
 
+        steps0, rows0 = engine.decoder.steps, engine.decoder.stream_steps
         outs = asyncio.run(many())
+        steps = engine.decoder.steps - steps0
         turns = [(r, s) for rs, s in outs for r in rs]
         rtfs = [t.rtf for _, s in outs for t in s.telemetry]
         lag = max(r.max_lag_ms for r, _ in turns)
         ok = all(r.answered for r, _ in turns) and all(np.isfinite(x) and x < 1.0 for x in rtfs) and lag < 100.0
         row = {"sessions": k, "ok": ok, "e2e_ms_median": _median([r.e2e_ms for r, _ in turns]),
-               "rtf_max": round(max(rtfs), 3) if rtfs else None, "max_lag_ms": round(lag, 1)}
+               "rtf_max": round(max(rtfs), 3) if rtfs else None, "max_lag_ms": round(lag, 1),
+               "answers_per_decoder_step": round((engine.decoder.stream_steps - rows0) / steps, 2) if steps else None}
         if progress:
             print(f"agent: {k} sessions at once: {row}", file=sys.stderr)
         return ok, row

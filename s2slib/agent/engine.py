@@ -3,7 +3,9 @@
 :func:`find_run` picks the newest run directory that holds both trained checkpoints (``codec/codec.pt`` from
 notebook 02 and ``s2s_answer/s2s.pt`` from notebook 06); :class:`AgentEngine` loads them once, in eval mode with
 weight norm folded, and checks that the S2S model was trained on this codec's tokens. Inference keeps no state in
-the modules (each answer has its own KV cache), so sessions on several threads can share one engine.
+the modules, so sessions on several threads can share one engine. Every session's answer is decoded by the engine's
+one :class:`~s2slib.agent.decoding.DecodeService` (:meth:`AgentEngine.frames`): the answers in progress advance
+together, one batched decoder step per frame.
 """
 
 from __future__ import annotations
@@ -96,6 +98,18 @@ class AgentEngine:
         self.voices = tuple(c.speakers)
         self.sources = frozenset(info.get("sources") or [])  # the written pairs and dialogues it learnt
         self.emotions = tuple(c.emotions)
+        from s2slib.agent.decoding import DecodeService
+
+        self.decoder = DecodeService(self.model)
+
+    def frames(self, src, voice: str | None, emotion: str | None, sampling=None):
+        """The frames of the answer to ``src: LongTensor[1, n_q, S]`` as they are made (a
+        :class:`~s2slib.agent.decoding.FrameStream`; ``cancel()`` it to stop)."""
+        return self.decoder.frames(src, voice, emotion, sampling)
+
+    def close(self) -> None:
+        """Stop the decoder thread (answers in progress end with an error)."""
+        self.decoder.close()
 
     @property
     def sample_rate(self) -> int:

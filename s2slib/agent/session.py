@@ -105,7 +105,7 @@ class _Early:
 
     speech_end: int
     codes: np.ndarray
-    stream: Any = None  # generate_frames(...) after its first frame
+    stream: Any = None  # the answer's FrameStream (AgentEngine.frames) after its first frame
     first: Any = None  # that first Frame (None: the model ended at once)
     ready_wall: float = 0.0
     key: tuple = ()  # (turn number, voice, emotion, context turns) it was computed for
@@ -156,6 +156,8 @@ class AgentSession:
         events = self.interrupt(reason="reset")
         with self._lock:
             self.context.reset()
+            for early in (self._early, self._pending.early if self._pending is not None else None):
+                self._drop(early)
             self._pending = None
             self._early = None
         return events + [Event("reset", {"context_turns": 0})]
@@ -229,20 +231,18 @@ class AgentSession:
 
     def prepare(self) -> bool:
         """Compute the first frame of the answer to the turn so far (see the module docstring); True if it did."""
-        from s2slib.s2s.generate import generate_frames
-
         with self._lock:
             e = self._early
             if e is None or e.stream is not None or self._pending is not None:
                 return False
             key = (self._turns + 1, self.voice, self.emotion, len(self.context))
             src = self.context.source(e.codes, self.engine.model.config)
-        stream = generate_frames(self.engine.model, torch.from_numpy(src).unsqueeze(0), key[1], key[2],
-                                 self._sampling(key[0]))
+        stream = self.engine.frames(torch.from_numpy(src).unsqueeze(0), key[1], key[2], self._sampling(key[0]))
         first = next(stream, None)
         with self._lock:
             taken = self._pending is not None and self._pending.early is e  # the turn ended meanwhile, on these codes
             if self._early is not e and not taken:  # the user went on: the work is moot
+                stream.cancel()
                 return False
             e.stream, e.first, e.ready_wall, e.key = stream, first, time.perf_counter(), key
         return True
@@ -265,11 +265,19 @@ class AgentSession:
         if codes.shape[-1]:
             self._codes.append(codes[0].cpu())
 
+    @staticmethod
+    def _drop(early: _Early | None) -> None:
+        """An answer prepared for a turn that went on (or was reset): stop its decoding."""
+        if early is not None and early.stream is not None:
+            early.stream.cancel()
+
     def _start_turn(self, speech_start: int) -> None:
         """Begin encoding at the pre-roll before the speech; the samples of this chunk are in ``_recent``."""
         self.encoder.reset()
         self._codes = []
-        self._early = None
+        with self._lock:
+            self._drop(self._early)
+            self._early = None
         first = self.received - len(self._recent)
         self._origin = max(first, speech_start - self._pre_roll)
         self._push_codes(self._recent[self._origin - first:])
@@ -289,6 +297,8 @@ class AgentSession:
         with self._lock:
             early, self._early = self._early, None
             same = early is not None and early.speech_end == speech_end and np.array_equal(early.codes, codes)
+            if not same:
+                self._drop(early)
             self._pending = _Turn(codes, tel, time.perf_counter(), early if same else None)
         return Event("speech_ended", {"t": speech_end / SAMPLE_RATE, "question_s": round(tel.question_s, 3),
                                       "eot_delay_ms": round(tel.eot_delay_ms, 1), "frames": int(codes.shape[-1])})
@@ -316,8 +326,6 @@ class AgentSession:
     # ------------------------------------------------------------------ answering
     def respond(self) -> Iterator[Event]:
         """Answer the waiting turn (see the module docstring); nothing when no turn waits."""
-        from s2slib.s2s.generate import generate_frames
-
         with self._lock:
             turn, self._pending = self._pending, None
             if turn is None:
@@ -331,8 +339,9 @@ class AgentSession:
             early = turn.early
             if early is not None and (early.stream is None
                                       or early.key != (tel.turn, self.voice, self.emotion, len(self.context))):
+                self._drop(early)
                 early = None  # never prepared, or prepared for other settings or another context
-        model, codec, cfg = self.engine.model, self.engine.codec, self.config
+        codec, cfg = self.engine.codec, self.config
         sampling = self._sampling(tel.turn)
         max_frames = sampling.max_frames
         decoder = codec.streaming_decoder()
@@ -340,16 +349,19 @@ class AgentSession:
         pending: list[torch.Tensor] = []
         t_gen = time.perf_counter()
         ended = False
+        frame_stream = None
         try:  # however the consumer leaves (done, interrupted, or dropping this generator), the exchange is remembered
             yield Event("answer_started", {"turn": tel.turn, "voice": self.voice, "emotion": self.emotion,
                                            "context_turns": len(self.context)})
             if early is not None:  # the first frame was computed during the silence: generation goes on from it
                 tel.prepared = True
                 tel.first_frame_ms = 1000 * max(0.0, early.ready_wall - turn.eot_wall)
-                stream = itertools.chain([early.first] if early.first is not None else [], early.stream)
+                frame_stream = early.stream
+                stream = itertools.chain([early.first] if early.first is not None else [], frame_stream)
             else:
-                stream = generate_frames(model, torch.from_numpy(src).unsqueeze(0), self.voice, self.emotion,
-                                         sampling)
+                frame_stream = self.engine.frames(torch.from_numpy(src).unsqueeze(0), self.voice, self.emotion,
+                                                  sampling)
+                stream = frame_stream
             for fr in stream:
                 if a["cancel"].is_set():
                     break
@@ -375,6 +387,8 @@ class AgentSession:
                 if wav.size:
                     yield self._audio(a, tel, turn, wav)
         finally:
+            if frame_stream is not None:
+                frame_stream.cancel()  # interrupted or abandoned: the decoder stops making it (no-op when it ended)
             tel.generate_s = time.perf_counter() - t_gen
             self._remember(a, turn, frames)
         tel.frames, tel.ended_at_eos = len(frames), ended

@@ -63,19 +63,29 @@ def _filter(logits: Tensor, top_k: int, top_p: float) -> Tensor:
 def sample(logits: Tensor, cfg: SamplingConfig, recent: Tensor | None, generator: torch.Generator | None) -> Tensor:
     """Draw one token per row. ``logits: Tensor[B, n_q, V]``; ``recent: LongTensor[B, n_q, W]`` tokens of the last
     frames (values outside ``[0, V)`` ignored) for the repetition guard -> ``LongTensor[B, n_q]``."""
+    B, n_q, _ = logits.shape
+    flat = filtered_logits(logits, cfg, recent)
+    if cfg.temperature == 0:
+        return flat.argmax(-1).view(B, n_q)
+    return torch.multinomial(flat.softmax(-1), 1, generator=generator).view(B, n_q)
+
+
+def filtered_logits(logits: Tensor, cfg: SamplingConfig, recent: Tensor | None) -> Tensor:
+    """What :func:`sample` draws from: ``logits`` ``[B, n_q, V]`` after the repetition guard, the temperature and
+    the top-k / top-p filters -> ``Tensor[B * n_q, V]`` (unscaled by the temperature when it is 0: greedy)."""
     B, n_q, V = logits.shape
     logits = logits.float().clone()
     if recent is not None and recent.numel() and cfg.repetition_penalty > 1:
         valid = (recent >= 0) & (recent < V)
-        used = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, recent.clamp(0, V - 1), valid)
+        # counted, not scattered as booleans: an ignored entry (PAD, -1) must not unmark a code that a valid one marked
+        used = torch.zeros_like(logits, dtype=torch.int32).scatter_add_(-1, recent.clamp(0, V - 1), valid.int()) > 0
         # CTRL's penalty (Keskar et al. 2019): shrink a used code's positive logit, grow its negative one
         penalised = torch.where(logits > 0, logits / cfg.repetition_penalty, logits * cfg.repetition_penalty)
         logits = torch.where(used, penalised, logits)
     flat = logits.view(B * n_q, V)
     if cfg.temperature == 0:
-        return flat.argmax(-1).view(B, n_q)
-    flat = _filter(flat / cfg.temperature, cfg.top_k, cfg.top_p)
-    return torch.multinomial(flat.softmax(-1), 1, generator=generator).view(B, n_q)
+        return flat
+    return _filter(flat / cfg.temperature, cfg.top_k, cfg.top_p)
 
 
 def _resolved(sampling: SamplingConfig | None, model_max: int) -> SamplingConfig:
@@ -139,24 +149,11 @@ def generate_frames(model: S2SModel, src: Tensor, speaker: str | None | Sequence
     step_input = torch.full((B, n_q, 1), c.bos_id, dtype=torch.long, device=device)
     for t in range(cfg.max_frames + n_q):
         logits = model.step(step_input, state)[:, :, -1]  # (B, n_q, V)
-        frame = t - k  # (n_q,): the frame each codebook writes at this step
-        # EOS is codebook 0's decision alone, allowed from min_frames on and forced at max_frames
-        eos_ok = torch.zeros(B, n_q, dtype=torch.bool, device=device)
-        eos_ok[:, 0] = t >= cfg.min_frames
-        logits[..., c.eos_id] = logits[..., c.eos_id].masked_fill(~eos_ok, float("-inf"))
+        steps = torch.full((B,), t, dtype=torch.long, device=device)
+        mask_eos(logits, steps, cfg.min_frames, c.eos_id)
         window = tokens[..., max(0, t - cfg.repetition_window):]
         tok = sample(logits, cfg, window, generator)  # (B, n_q)
-        if t == cfg.max_frames:
-            tok[:, 0] = c.eos_id
-        ended = end >= 0
-        new_end = (~ended) & (tok[:, 0] == c.eos_id)
-        end = torch.where(new_end, torch.full_like(end, t), end)
-        # the delay pattern: PAD before a codebook starts; EOS at the end frame, PAD after it (items that ended)
-        f = frame.view(1, n_q).expand(B, n_q)
-        e = end.view(B, 1).expand(B, n_q)
-        tok = torch.where(f < 0, torch.full_like(tok, c.pad_id), tok)
-        tok = torch.where((e >= 0) & (f == e), torch.full_like(tok, c.eos_id), tok)
-        tok = torch.where((e >= 0) & (f > e), torch.full_like(tok, c.pad_id), tok)
+        tok, end = delay_step(tok, steps, end, cfg.max_frames, c)
         tokens = torch.cat([tokens, tok.unsqueeze(-1)], dim=-1)
         step_input = tok.unsqueeze(-1)
         done = t - (n_q - 1)  # the frame whose last codebook was just written
@@ -167,6 +164,33 @@ def generate_frames(model: S2SModel, src: Tensor, speaker: str | None | Sequence
                 yield Frame(codes.clamp(max=c.codebook_size - 1), alive, done)
             elif bool((end >= 0).all()):
                 return
+
+
+def mask_eos(logits: Tensor, steps: Tensor, min_frames: int | Tensor, eos_id: int) -> None:
+    """EOS is codebook 0's decision alone, allowed from ``min_frames`` on: ``logits`` ``[B, n_q, V]`` of rows at
+    decoder step ``steps`` ``LongTensor[B]`` get EOS masked in place where it is not allowed."""
+    n_q = logits.shape[1]
+    eos_ok = torch.zeros(logits.shape[0], n_q, dtype=torch.bool, device=logits.device)
+    eos_ok[:, 0] = steps >= min_frames
+    logits[..., eos_id] = logits[..., eos_id].masked_fill(~eos_ok, float("-inf"))
+
+
+def delay_step(tok: Tensor, steps: Tensor, end: Tensor, max_frames: int | Tensor, c) -> tuple[Tensor, Tensor]:
+    """Keep the delay pattern on the tokens ``tok`` ``[B, n_q]`` sampled at decoder step ``steps`` ``LongTensor[B]``:
+    EOS forced at ``max_frames``; PAD before a codebook starts; EOS at the end frame, PAD after it. ``end``
+    ``LongTensor[B]``: the frame at which each row's EOS fell (-1: not yet). Returns the tokens to feed back and the
+    updated ``end``."""
+    B, n_q = tok.shape
+    tok = tok.clone()
+    tok[:, 0] = torch.where(steps == max_frames, torch.full_like(steps, c.eos_id), tok[:, 0])
+    new_end = (end < 0) & (tok[:, 0] == c.eos_id)
+    end = torch.where(new_end, steps, end)
+    f = steps.view(B, 1) - torch.arange(n_q, device=tok.device).view(1, n_q)  # the frame each codebook writes
+    e = end.view(B, 1).expand(B, n_q)
+    tok = torch.where(f < 0, torch.full_like(tok, c.pad_id), tok)
+    tok = torch.where((e >= 0) & (f == e), torch.full_like(tok, c.eos_id), tok)
+    tok = torch.where((e >= 0) & (f > e), torch.full_like(tok, c.pad_id), tok)
+    return tok, end
 
 
 @dataclass

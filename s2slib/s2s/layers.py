@@ -38,11 +38,18 @@ class RotaryEmbedding(nn.Module):
             self._cos, self._sin = angles.cos(), angles.sin()
         return self._cos[:end].to(dtype), self._sin[:end].to(dtype)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """``x: Tensor[B, H, T, D]`` at positions ``offset .. offset + T - 1`` -> the rotated ``x`` (same shape)."""
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        """``x: Tensor[B, H, T, D]`` at positions ``offset .. offset + T - 1`` -> the rotated ``x`` (same shape).
+        ``offset`` may be a ``LongTensor[B]``: each row at its own position (streams decoded together, see
+        :class:`RowCache`)."""
         T = x.shape[-2]
-        cos, sin = self._tables(offset + T, x.device, x.dtype)
-        cos, sin = cos[offset:], sin[offset:]  # (T, D)
+        if isinstance(offset, Tensor):
+            pos = offset.view(-1, 1) + torch.arange(T, device=offset.device)  # (B, T)
+            cos, sin = self._tables(int(pos.max()) + 1, x.device, x.dtype)
+            cos, sin = cos[pos].unsqueeze(1), sin[pos].unsqueeze(1)  # (B, 1, T, D)
+        else:
+            cos, sin = self._tables(offset + T, x.device, x.dtype)
+            cos, sin = cos[offset:], sin[offset:]  # (T, D)
         half = x.shape[-1] // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)  # rotate_half: (x1, x2) -> (-x2, x1)
         return x * cos + rotated * sin
@@ -68,6 +75,42 @@ class KVCache:
         self.v[:, :, self.length:end] = v
         self.length = end
         return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class RowCache:
+    """Keys and values of several independent streams decoded together, one row each, for one attention layer: each
+    row has its own length (the streams started at different times). ``Tensor[slots, H, max_len, D]`` buffers; the
+    streams in use are rows ``0 .. n - 1`` (:class:`s2slib.s2s.batching.BatchedDecoder` keeps them packed)."""
+
+    def __init__(self, slots: int, n_heads: int, max_len: int, head_dim: int, device: torch.device,
+                 dtype: torch.dtype):
+        self.k = torch.zeros(slots, n_heads, max_len, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Store one step ``k, v: Tensor[n, H, 1, D]`` of rows ``0 .. n - 1``, each after its own cached steps;
+        returns the keys and values ``[n, H, L, D]`` (``L``: the longest row) and the mask ``[n, 1, 1, L]`` of the
+        steps each row has."""
+        n = k.shape[0]
+        pos = self.lengths[:n]
+        if int(pos.max()) >= self.k.shape[-2]:
+            raise RuntimeError(f"the KV cache holds {self.k.shape[-2]} steps and is full; generate fewer frames or "
+                               "build the model with a larger max_frames")
+        rows = torch.arange(n, device=k.device)
+        self.k[rows, :, pos] = k[:, :, 0]
+        self.v[rows, :, pos] = v[:, :, 0]
+        pos += 1
+        end = int(pos.max())
+        mask = torch.arange(end, device=k.device).view(1, 1, 1, end) < pos.view(n, 1, 1, 1)
+        return self.k[:n, :, :end], self.v[:n, :, :end], mask
+
+    def move(self, src: int, dst: int) -> None:
+        """Copy row ``src`` into row ``dst`` (a finished stream's row taken by the last one)."""
+        n = int(self.lengths[src])
+        self.k[dst, :, :n] = self.k[src, :, :n]
+        self.v[dst, :, :n] = self.v[src, :, :n]
+        self.lengths[dst] = n
 
 
 class Attention(nn.Module):
@@ -96,16 +139,19 @@ class Attention(nn.Module):
         return k, v
 
     def forward(self, x: Tensor, source: Tensor | None = None, mask: Tensor | None = None, causal: bool = False,
-                cache: KVCache | None = None, kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                cache: KVCache | RowCache | None = None, kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Attend from ``x: Tensor[B, T, d_model]``.
 
         source: what to attend to (``None``: ``x`` itself); ignored when ``kv`` gives precomputed keys and values.
         mask: ``BoolTensor`` broadcastable to ``[B, H, T, S]``, True where attention is allowed.
         causal: position ``i`` sees keys ``<= i`` (self-attention).
         cache: self-attention while decoding: ``x`` holds the steps after the cached ones; their keys and values are
-            appended, and each step sees every cached step and the new ones up to itself.
+            appended, and each step sees every cached step and the new ones up to itself. A :class:`RowCache`: one
+            step (``T == 1``) of several streams, each row at its own position.
         """
         B, T, _ = x.shape
+        if isinstance(cache, RowCache):
+            return self._row_step(x, cache)
         offset = cache.length if cache is not None else 0
         q = self._heads(self.q(x))  # (B, H, T, D)
         if self.rope is not None:
@@ -125,6 +171,22 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, D)
         return self.out(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, d_model)
+
+
+    def _row_step(self, x: Tensor, cache: RowCache) -> Tensor:
+        """Causal self-attention of one new step per row, each row after its own cached steps."""
+        B, T, _ = x.shape
+        if T != 1:
+            raise ValueError(f"a RowCache takes one step per stream at a time, got {T}")
+        pos = cache.lengths[:B]
+        q = self._heads(self.q(x))
+        k, v = self.kv(x).chunk(2, dim=-1)
+        k, v = self._heads(k), self._heads(v)
+        if self.rope is not None:
+            q, k = self.rope(q, pos), self.rope(k, pos)
+        k, v, mask = cache.append(k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(B, T, -1))
 
 
 class FeedForward(nn.Module):
@@ -198,7 +260,7 @@ class DecoderBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, memory_kv: tuple[Tensor, Tensor], memory_mask: Tensor | None,
-                cache: KVCache | None = None) -> Tensor:
+                cache: KVCache | RowCache | None = None) -> Tensor:
         """``x: Tensor[B, T, d_model]`` (the steps after ``cache``'s, if any); ``memory_kv``: this layer's
         cross-attention keys and values of the encoder output (:meth:`Attention.project_kv`); ``memory_mask``:
         ``BoolTensor[B, 1, 1, S]``."""
