@@ -136,6 +136,8 @@ class AgentSession:
         self.received = 0  # samples fed so far: the session's clock
         self._recent = np.zeros(0, dtype=np.float32)  # the last samples fed, for the pre-roll
         self._codes: list[torch.Tensor] = []
+        self._unencoded: list[np.ndarray] = []  # the turn's audio not yet given to the encoder (encode_every_ms)
+        self._encode_every = int(self.config.encode_every_ms * SAMPLE_RATE / 1000)
         self._origin = 0  # clock of the first sample the encoder got for this turn
         self._pending: _Turn | None = None
         self._answer: dict[str, Any] | None = None  # the answer being generated or played
@@ -216,6 +218,7 @@ class AgentSession:
                 or self._pending is not None or (self._early is not None and self._early.speech_end == d.speech_end):
             return
         n = self._turn_frames(d.speech_end)
+        self._encode_pending()
         if not self._codes or sum(c.shape[-1] for c in self._codes) < n:
             return  # the streaming encoder has not caught up yet (it will by the end of turn)
         merged = torch.cat(self._codes, dim=-1)
@@ -261,6 +264,16 @@ class AgentSession:
         return int(np.ceil((speech_end + self.config.tail_ms * SAMPLE_RATE / 1000 - self._origin) / self._hop))
 
     def _push_codes(self, wav: np.ndarray) -> None:
+        """The turn's next audio, to the encoder once ``encode_every_ms`` of it has gathered."""
+        self._unencoded.append(wav)
+        if sum(len(w) for w in self._unencoded) >= self._encode_every:
+            self._encode_pending()
+
+    def _encode_pending(self) -> None:
+        if not self._unencoded:
+            return
+        wav = np.concatenate(self._unencoded)
+        self._unencoded = []
         codes = self.encoder.push(torch.from_numpy(np.ascontiguousarray(wav)).view(1, 1, -1))
         if codes.shape[-1]:
             self._codes.append(codes[0].cpu())
@@ -275,6 +288,7 @@ class AgentSession:
         """Begin encoding at the pre-roll before the speech; the samples of this chunk are in ``_recent``."""
         self.encoder.reset()
         self._codes = []
+        self._unencoded = []
         with self._lock:
             self._drop(self._early)
             self._early = None
@@ -285,6 +299,7 @@ class AgentSession:
     def _end_turn(self, speech_start: int, speech_end: int, decided: int) -> Event:
         t0 = time.perf_counter()
         n = self._turn_frames(speech_end)
+        self._encode_pending()
         have = sum(c.shape[-1] for c in self._codes)
         if have < n:
             self._codes.append(self.encoder.flush()[0].cpu())
@@ -372,7 +387,7 @@ class AgentSession:
                     tel.first_frame_ms = 1000 * (time.perf_counter() - turn.eot_wall)
                 frames.append(fr.codes[0].cpu())
                 pending.append(fr.codes[0])
-                if len(pending) < cfg.chunk_frames:
+                if len(pending) < (cfg.later_chunk_frames if a["play_start"] is not None else cfg.chunk_frames):
                     continue
                 wav = decoder.push(torch.stack(pending, dim=-1).unsqueeze(0)).view(-1).float().cpu().numpy()
                 pending = []
