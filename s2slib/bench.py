@@ -41,6 +41,8 @@ to that audio), ``stages_ms`` (the session's own medians: end-of-turn wait, enco
 ``realtime_sessions``: the most for which every answer was generated faster than it plays and no client fell more
 than 100 ms behind its sending schedule (the machine kept up with every microphone). Each row also says how many
 answers the engine's one decoder thread advanced per batched step on average (``answers_per_decoder_step``).
+``call_costs_ms``: the time of one batched decoder step carrying 1, 4 and 8 answers, and of one streaming codec
+encode (20 and 80 ms of audio) and decode (2 and 8 frames) call, each alone.
 """
 
 from __future__ import annotations
@@ -282,6 +284,46 @@ def _median(values: list[float]) -> float | None:
     return round(float(np.median(vals)), 1) if vals else None
 
 
+def _agent_call_costs(engine, repeats: int = 50) -> dict:
+    """Milliseconds per call of what each session repeats: one batched decoder step carrying 1, 4 and 8 answers, and
+    the streaming codec's encode and decode calls at the sizes the session can use (their fixed cost is why the
+    session gathers audio before calling them: ``AgentConfig.encode_every_ms``, ``later_chunk_frames``)."""
+    from s2slib.s2s.batching import BatchedDecoder, start_stream
+    from s2slib.s2s.generate import SamplingConfig
+
+    def per_call(fn) -> float:
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return round(1000 * (time.perf_counter() - t0) / repeats, 2)
+
+    model, codec = engine.model, engine.codec
+    c = model.config
+    g = torch.Generator().manual_seed(0)
+    out: dict = {}
+    with torch.inference_mode():
+        for n in (1, 4, 8):
+            dec = BatchedDecoder(model, slots=n)
+            for i in range(n):
+                src = torch.randint(0, c.codebook_size, (1, c.n_q, 150), generator=g)
+                dec.add(start_stream(model, src, engine.voices[0], None,
+                                     SamplingConfig(max_frames=c.max_frames, min_frames=c.max_frames, seed=i)))
+            for _ in range(c.n_q):  # past the delay pattern's first steps
+                dec.step()
+            out[f"decoder_step_{n}_answers"] = per_call(dec.step)
+        wav = torch.from_numpy(speech(0.2, engine.sample_rate)).view(1, 1, -1)
+        for ms in (20, 80):
+            enc = codec.streaming_encoder()
+            n = ms * engine.sample_rate // 1000
+            out[f"encode_{ms}ms"] = per_call(lambda: enc.push(wav[..., :n]))
+        for frames in (2, 8):
+            dec = codec.streaming_decoder()
+            codes = torch.randint(0, c.codebook_size, (1, c.n_q, frames), generator=g)
+            out[f"decode_{frames}_frames"] = per_call(lambda: dec.push(codes))
+    return out
+
+
 def bench_agent(run: str | None = None, questions: int = 20, threads: int = 1, max_sessions: int = 8,
                 progress: bool = True) -> dict:
     """The live agent's latency and capacity on this machine; see the module docstring."""
@@ -326,6 +368,7 @@ def bench_agent(run: str | None = None, questions: int = 20, threads: int = 1, m
             print(f"agent: {k} sessions at once: {row}", file=sys.stderr)
         return ok, row
 
+    costs = _agent_call_costs(engine)
     capacity, rows, k = 0, [], 1
     while k <= max_sessions:
         ok, row = concurrent(k)
@@ -347,6 +390,7 @@ def bench_agent(run: str | None = None, questions: int = 20, threads: int = 1, m
         "rtf_median": round(float(np.median([t.rtf for t in tel if np.isfinite(t.rtf)])), 3) if tel else None,
         "answer_s_median": _median([t.answer_s for t in tel]),
         "realtime_sessions": capacity,
+        "call_costs_ms": costs,
         "concurrency": rows,
         "run": str(engine.run),
         "model_params": engine.model.num_parameters(),

@@ -86,6 +86,27 @@ def test_session_hears_a_question_answers_it_in_chunks_and_remembers_it(engine):
     assert not s.turn_ready and list(s.respond()) == []
 
 
+def test_the_turn_is_encoded_alike_however_the_audio_is_gathered(engine):
+    """encode_every_ms only changes how many samples go to the codec per call: the turn's codes, and the answer's
+    chunks (a first of chunk_frames, then later_chunk_frames), follow the config."""
+    from s2slib.agent.session import AgentSession
+
+    wav = np.concatenate([silence(0.3), telugu_question(), silence(0.6)])
+    codes, chunks = {}, {}
+    for every in (20, 80, 500):
+        s = AgentSession(engine, dataclasses.replace(CONFIG, encode_every_ms=every, later_chunk_frames=5))
+        feed(s, wav)
+        codes[every] = s._pending.codes.copy()
+        chunks[every] = [len(e.audio) // engine.hop for e in s.respond() if e.type == "audio"]
+    assert np.array_equal(codes[20], codes[80]) and np.array_equal(codes[20], codes[500])
+    for sizes in chunks.values():
+        # the first push of chunk_frames frames yields what the streaming decoder can finish (its overlap holds back
+        # part of a frame); every later push yields later_chunk_frames frames of audio
+        assert 0 < sizes[0] <= CONFIG.chunk_frames and set(sizes[1:-1]) == {5}
+    with pytest.raises(ValueError, match="encode_every_ms"):
+        AgentConfig(encode_every_ms=0)
+
+
 def feed_preparing(session, wav: np.ndarray, chunk: int = 320) -> int:
     """Feed like a runner does: prepare the answer whenever the session asks for it. Returns how many it did."""
     done = 0
