@@ -59,6 +59,10 @@ def start_stream(model: S2SModel, src: Tensor, speaker: str | None = None, emoti
     return StreamStart(state.memory_kv, state.condition, _resolved(sampling, model.config.max_frames))
 
 
+# the per-row tensors besides the caches and the encoder's keys: allocated in _alloc, copied when a row moves
+_ROW_FIELDS = ("source_len", "condition", "tokens", "steps", "end", "min_frames", "max_frames", "step_input")
+
+
 class BatchedDecoder:
     """Streams decoded together (see the module docstring). Not thread-safe: one thread calls :meth:`add`,
     :meth:`remove` and :meth:`step` (:class:`s2slib.agent.decoding.DecodeService` is that thread for the agent)."""
@@ -93,6 +97,7 @@ class BatchedDecoder:
                       min_frames=torch.zeros(slots, dtype=torch.long, device=dev),
                       max_frames=torch.zeros(slots, dtype=torch.long, device=dev),
                       step_input=torch.full((slots, c.n_q, 1), c.bos_id, dtype=torch.long, device=dev))
+        assert tuple(fields) == _ROW_FIELDS
         if old is not None:  # growing: copy the used rows over
             n = self.active
             for new_c, old_c in zip(caches, old):
@@ -153,8 +158,8 @@ class BatchedDecoder:
             for k, v in self.memory:
                 k[r, :, :S], v[r, :, :S] = k[last, :, :S], v[last, :, :S]
             self.keep[r] = self.keep[last]
-            for t in (self.source_len, self.condition, self.tokens, self.steps, self.end, self.min_frames,
-                      self.max_frames, self.step_input):
+            for name in _ROW_FIELDS:
+                t = getattr(self, name)
                 t[r] = t[last]
             self.handles[r], self.samplings[r], self.generators[r] = (self.handles[last], self.samplings[last],
                                                                         self.generators[last])

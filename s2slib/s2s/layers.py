@@ -129,7 +129,7 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
 
-    def project_kv(self, source: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
+    def project_kv(self, source: Tensor, offset: int | Tensor = 0) -> tuple[Tensor, Tensor]:
         """Keys and values of ``source: Tensor[B, S, d_model]`` -> two ``Tensor[B, H, S, D]`` (keys rotated when
         this layer uses RoPE)."""
         k, v = self.kv(source).chunk(2, dim=-1)
@@ -172,7 +172,6 @@ class Attention(nn.Module):
                                            dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, D)
         return self.out(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, d_model)
 
-
     def _row_step(self, x: Tensor, cache: RowCache) -> Tensor:
         """Causal self-attention of one new step per row, each row after its own cached steps."""
         B, T, _ = x.shape
@@ -180,11 +179,9 @@ class Attention(nn.Module):
             raise ValueError(f"a RowCache takes one step per stream at a time, got {T}")
         pos = cache.lengths[:B]
         q = self._heads(self.q(x))
-        k, v = self.kv(x).chunk(2, dim=-1)
-        k, v = self._heads(k), self._heads(v)
         if self.rope is not None:
-            q, k = self.rope(q, pos), self.rope(k, pos)
-        k, v, mask = cache.append(k, v)
+            q = self.rope(q, pos)
+        k, v, mask = cache.append(*self.project_kv(x, pos))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(y.transpose(1, 2).reshape(B, T, -1))
 
