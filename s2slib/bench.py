@@ -57,6 +57,8 @@ import time
 import numpy as np
 import torch
 
+from s2slib.runtime import set_threads
+
 
 def speech(seconds: float, sample_rate: int) -> np.ndarray:
     """``seconds`` of Telugu speech synthesized offline (eSpeak NG), at ``sample_rate``: float32 ``(T,)``."""
@@ -173,7 +175,7 @@ def bench_encodec(seconds: float, repeats: int, bandwidth: float = 6.0) -> dict:
 def bench_codec(preset: str = "fast50", checkpoint: str | None = None, seconds: float = 10.0, threads: int = 1,
                 repeats: int = 3, fold: bool = True, int8_decoder: bool = True) -> dict:
     """Both codecs on ``threads`` CPU threads; see the module docstring."""
-    torch.set_num_threads(threads)
+    threads = set_threads(threads)
     ours = bench_course_codec(preset, checkpoint, seconds, repeats, fold, int8_decoder)
     theirs = bench_encodec(seconds, repeats)
     theirs_total = theirs["encode_rtf"] + theirs["decode_rtf"]
@@ -215,7 +217,7 @@ def bench_s2s(model_path: str | None = None, codec_path: str | None = None, prom
     from s2slib.s2s.model import S2SModel
     from s2slib.s2s.train import load_s2s
 
-    torch.set_num_threads(threads)
+    threads = set_threads(threads)
     model_path = model_path or _default_artifact("s2s_pretrain/s2s.pt")
     codec_path = codec_path or _default_artifact("codec/codec.pt")
     codec = load_codec(codec_path) if codec_path else Codec(CodecConfig.fast50()).eval()

@@ -264,7 +264,9 @@ def write_summary(run: RunDir, results: list[NotebookResult], meta: dict[str, An
     lines += [f"> Warning: {w}" for w in meta.get("warnings", [])] + ([""] if meta.get("warnings") else [])
     lines += [
         f"profile `{meta['profile']}`{' (dry run)' if dry else ''}, device `{meta['device']}`, "
-        f"commit `{meta.get('commit')}`, finished {meta['finished']}",
+        f"commit `{meta.get('commit')}`, "
+        + (f"finished {meta['finished']}" if meta.get("finished") else
+           f"**not finished**: started {meta.get('started')}, still running or stopped after the notebooks listed"),
         "",
         "| notebook | status | wall time | headline metrics |",
         "|---|---|---|---|",
@@ -380,6 +382,22 @@ def run_course(
     results: list[NotebookResult] = []
     kind = " (DRY RUN: full-size models, step counts cut to a few)" if dry_run else ""
     print(f"Course run: profile {profile}{kind}, device {device}, {len(plan)} notebook(s) -> {run.path}", flush=True)
+    commit = _git_commit()
+
+    def meta(finished: bool) -> dict[str, Any]:
+        return {
+            "profile": profile,
+            "device": device,
+            "commit": commit,
+            "started": started,
+            # None while notebooks are still running: the summary is rewritten after each one, so a run that is
+            # stopped (a pod that runs out of time, Ctrl-C, a killed kernel) keeps the figures of those it finished
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S") if finished else None,
+            "wall_s": round(time.perf_counter() - t_course, 2),
+            "dry_run": dry_run,
+            **({"dry_run_cuts": f"notebooks/params/{DRY_RUN_CUTS}", "warnings": warnings} if dry_run else {}),
+        }
+
     failed = False
     for i, (nb, params) in enumerate(plan, 1):
         output = out_dir / nb.name
@@ -411,6 +429,7 @@ def run_course(
         result.resources = {**monitor.result(), **run.load_resources(nb.stem),
                             "training": new_training(run.path, logs_before)}
         results.append(result)
+        write_summary(run, results, meta(finished=False))
         res = result.resources
         print(f"    peak memory: kernel {_format_mb(res.get('peak_kernel_mb'))}, with child processes "
               f"{_format_mb(res.get('peak_total_mb'))}"
@@ -429,17 +448,7 @@ def run_course(
                 file=sys.stderr,
                 flush=True,
             )
-    meta = {
-        "profile": profile,
-        "device": device,
-        "commit": _git_commit(),
-        "started": started,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "wall_s": round(time.perf_counter() - t_course, 2),
-        "dry_run": dry_run,
-        **({"dry_run_cuts": f"notebooks/params/{DRY_RUN_CUTS}", "warnings": warnings} if dry_run else {}),
-    }
-    json_path, md_path = write_summary(run, results, meta)
+    json_path, md_path = write_summary(run, results, meta(finished=True))
     print(f"\n{md_path.read_text()}\nSummary written to {md_path} and {json_path}", flush=True)
     return results, run
 

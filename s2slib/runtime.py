@@ -38,3 +38,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, e.g. a container's share)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def set_threads(threads: int) -> int:
+    """Give PyTorch ``threads`` CPU threads, at most one per available core; returns the number set.
+
+    A profile written for a 16-core pod (``torch_threads: 8``) run on a 2-core laptop would otherwise start 8
+    threads that take turns on 2 cores. A cap is announced, never silent.
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    cores = available_cores()
+    used = min(threads, cores)
+    if used < threads:
+        print(f"note: {threads} PyTorch threads asked for, but this machine gives this process {cores} core(s): "
+              f"using {used}")
+    torch.set_num_threads(used)
+    return used

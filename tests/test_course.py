@@ -305,3 +305,22 @@ def test_dry_runs_and_real_runs_never_share_a_folder(dry_run, tmp_path):
     with pytest.raises(course.CourseError, match="holds a real run"):
         course.run_course("gpu", notebooks_dir=nbs, out=tmp_path / "real", progress=False, dry_run=True)
     assert not (tmp_path / "real" / "notebooks").exists()  # refused before anything ran
+
+
+def test_a_stopped_run_keeps_the_summary_of_the_notebooks_it_finished(tmp_path, monkeypatch):
+    """A pod that runs out of time or a Ctrl-C during notebook 02 still leaves 01's figures in the summary."""
+    real = course._execute
+
+    def execute(notebook, output, params, progress, kernel_name):
+        if notebook.stem == "02_use":
+            raise KeyboardInterrupt
+        real(notebook, output, params, progress, kernel_name)
+
+    monkeypatch.setattr(course, "_execute", execute)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        course.run_course("smoke", notebooks_dir=FIXTURES, out=out, progress=False)
+    data = json.loads((out / "summary.json").read_text())
+    assert data["finished"] is None
+    assert [nb["name"] for nb in data["notebooks"]] == ["01_make"] and data["notebooks"][0]["status"] == "ok"
+    assert "not finished" in (out / "summary.md").read_text()

@@ -14,9 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from s2slib.agent.config import SAMPLE_RATE
+from s2slib.runtime import set_threads
 
 CODEC_REL = "codec/codec.pt"
 MODEL_REL = "s2s_answer/s2s.pt"
@@ -72,7 +71,7 @@ class AgentEngine:
         from s2slib.s2s.train import checkpoint_info, load_s2s
 
         if threads:
-            torch.set_num_threads(threads)
+            set_threads(threads)
         self.run = Path(run) if run is not None else find_run()
         codec_path, model_path = self.run / CODEC_REL, self.run / MODEL_REL
         for path, made_by in ((codec_path, "notebook 02"), (model_path, "notebook 06")):
