@@ -191,6 +191,36 @@ def test_barge_in_stops_the_answer_and_keeps_what_was_heard(engine):
     assert s.turn_ready
 
 
+def test_the_answer_keeps_pace_with_its_playback_and_an_interruption_ends_the_wait(engine):
+    import threading
+    import time
+
+    from s2slib.agent.session import AgentSession
+
+    cfg = dataclasses.replace(CONFIG, max_answer_s=2.0, max_lead_s=0.3)
+    s = AgentSession(engine, cfg)
+    q = telugu_question()
+    feed(s, np.concatenate([silence(0.3), q, silence(0.5)]))
+    t0 = time.perf_counter()
+    out = list(s.respond())
+    wall = time.perf_counter() - t0
+    tel = out[-1].data
+    assert tel["answer_s"] > 1.0, "the test needs an answer longer than the lead"
+    later_chunk_s = cfg.later_chunk_frames / engine.frame_rate
+    assert wall >= tel["answer_s"] - cfg.max_lead_s - later_chunk_s  # it did not run ahead of playback
+    assert tel["rtf"] < 0.9 * wall / tel["answer_s"]  # the real-time factor counts the work, not the waits
+
+    feed(s, np.concatenate([q, silence(0.5)]))
+    events: list = []
+    worker = threading.Thread(target=lambda: events.extend(s.respond()))
+    worker.start()
+    time.sleep(0.8)  # by now the answer is waiting for playback
+    assert s.interrupt(reason="client")
+    t_stop = time.perf_counter()
+    worker.join(timeout=10)
+    assert time.perf_counter() - t_stop < 0.3 and events[-1].data["interrupted"]
+
+
 def test_barge_in_after_generation_finished_truncates_the_remembered_answer(engine):
     from s2slib.agent.session import AgentSession
 
@@ -300,3 +330,15 @@ def test_the_newest_trained_run_is_served_and_smoke_runs_only_as_a_last_resort(t
     (tmp_path / "half" / "codec" / "codec.pt").write_bytes(b"x")  # no answer model: not a trained run
     assert [p.name for p in trained_runs(tmp_path)] == ["mine", "laptop", "smoke"]
     assert find_run(tmp_path).name == "mine"
+
+
+def test_the_client_counts_the_time_its_player_waited_for_late_audio():
+    from s2slib.agent.client import TurnResult
+
+    r = TurnResult(question_s=1.0)
+    r.arrived(np.zeros(SR // 10, np.float32), now=10.0)  # 0.1 s of audio: plays until 10.1
+    r.arrived(np.zeros(SR // 10, np.float32), now=10.05)  # in time: queued, plays until 10.2
+    assert r.underrun_ms == 0.0
+    r.arrived(np.zeros(SR // 10, np.float32), now=10.23)  # 30 ms late
+    r.arrived(np.zeros(SR // 10, np.float32), now=10.3)  # in time again (the late chunk plays until 10.33)
+    assert r.underrun_ms == pytest.approx(30.0) and len(r.answer) == 4 * SR // 10

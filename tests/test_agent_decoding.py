@@ -87,3 +87,19 @@ def test_a_decoder_error_reaches_the_answer_and_the_service_goes_on():
     m.step = original
     assert len(list(service.frames(src, None, None, cfg))) == 10
     service.close()
+
+
+def test_the_service_waits_for_readers_that_are_far_enough_behind():
+    m = model()
+    service = DecodeService(m, max_queued=5)
+    cfg = SamplingConfig(max_frames=40, min_frames=40, seed=0)
+    src = torch.randint(0, 64, (1, 4, 6))
+    expected = [f.codes for f in generate_frames(m, src, None, None, cfg) if bool(f.alive[0])]
+    stream = service.frames(src, None, None, cfg)
+    first = next(stream)
+    wait_idle(service)
+    # the delay pattern's first n_q - 1 steps, the first frame, five queued, at most one step already under way
+    assert service.steps <= (4 - 1) + 1 + 5 + 1
+    got = [first.codes] + [f.codes for f in stream]  # reading lets it go on, to the same answer
+    assert len(got) == 40 and all(torch.equal(a, b) for a, b in zip(got, expected))
+    service.close()

@@ -58,6 +58,18 @@ class TurnResult:
     latency: dict[str, Any] | None = None
     interrupted: bool = False
     max_lag_ms: float = 0.0  # how far the client fell behind its real-time sending schedule (the machine keeping up)
+    # playback that had to wait for audio: a player starting with the first chunk, playing every chunk at once when
+    # it arrives after the previous one ran out (0: the answer never stalled)
+    underrun_ms: float = 0.0
+    _played_until: float | None = field(default=None, repr=False)
+
+    def arrived(self, wav: np.ndarray, now: float) -> None:
+        """An answer chunk arrived at ``now``: keep it and play it after what is queued."""
+        start = now if self._played_until is None else max(now, self._played_until)
+        if self._played_until is not None and now > self._played_until:
+            self.underrun_ms += 1000 * (now - self._played_until)
+        self._played_until = start + len(wav) / SAMPLE_RATE
+        self.answer = np.concatenate([self.answer, wav])
 
     @property
     def answered(self) -> bool:
@@ -105,7 +117,7 @@ async def talk(send: Callable[[np.ndarray], Awaitable[None]], inbox: asyncio.Que
                     res.e2e_ms = 1000 * (now - t_end)
                     eot = next((e["_t"] for e in res.events if e["type"] == "speech_ended"), None)
                     res.after_eot_ms = 1000 * (now - eot) if eot is not None else None
-                res.answer = np.concatenate([res.answer, payload])
+                res.arrived(payload, now)
                 continue
             payload = dict(payload, _t=now)
             res.events.append(payload)

@@ -35,6 +35,7 @@ class AgentConfig:
     tail_ms: audio kept after the last speech window (the VAD's decision lags the sound a little).
     max_turn_s: a turn this long is answered even without a pause.
     max_answer_s: the longest answer.
+    min_answer_s: the shortest: the end of speech is not sampled before it (0.2 s, the model's own default).
     chunk_frames: answer frames decoded into the first audio chunk sent (1 frame = 20 ms at 50 frames/s): small,
         so the answer starts soon.
     later_chunk_frames: frames per chunk after the first. The client already has audio to play by then, and every
@@ -43,6 +44,10 @@ class AgentConfig:
     encode_every_ms: the user's audio goes to the codec encoder in pieces of at least this much (the same fixed
         cost: 80 ms cost 1.5 times what 20 ms cost). The turn's codes are complete whenever they are needed: the
         rest is pushed when the answer is prepared and at the end of turn.
+    max_lead_s: how far the answer's audio may run ahead of its playback (wall time since the first chunk went
+        out); generation waits beyond it (0: no limit). A client buffers what runs ahead, so a small lead loses
+        nothing, wastes less work on an answer that is interrupted, and spreads the work of several sessions
+        evenly instead of in bursts that make the others' listening late.
     prepare_after_ms: silence after speech at which the answer's first frame is computed ahead, while the
         end-of-turn silence runs out: kept when the turn then ends with no more speech, dropped when the user goes
         on (0, or not below ``end_of_turn_ms``: nothing is prepared). It must leave room for ``tail_ms`` and the
@@ -59,9 +64,11 @@ class AgentConfig:
     tail_ms: int = 96
     max_turn_s: float = 20.0
     max_answer_s: float = 8.0
+    min_answer_s: float = 0.2
     chunk_frames: int = 2
     later_chunk_frames: int = 8
     encode_every_ms: int = 80
+    max_lead_s: float = 1.0
     prepare_after_ms: int = 192
     temperature: float = 0.8
     top_k: int = 50
@@ -79,8 +86,12 @@ class AgentConfig:
         for name in ("pre_roll_ms", "tail_ms", "prepare_after_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_lead_s < 0:
+            raise ValueError(f"max_lead_s must be >= 0, got {self.max_lead_s}")
         if self.max_turn_s <= 0 or self.max_answer_s <= 0:
             raise ValueError("max_turn_s and max_answer_s must be positive")
+        if not 0 <= self.min_answer_s <= self.max_answer_s:
+            raise ValueError(f"min_answer_s must be in [0, max_answer_s], got {self.min_answer_s}")
 
     @staticmethod
     def windows(ms: float) -> int:

@@ -10,6 +10,9 @@ progress advances by one frame per batched step, and answers join and leave betw
         ...
     stream.cancel()                                            # barge-in: the service drops it at its next step
 
+The service pauses while every answer in progress has ``max_queued`` frames waiting to be read: a session that
+paces its answer to playback (``AgentConfig.max_lead_s``) then leaves the CPU to the others instead of finishing its
+answer in one burst.
 A stream ends (``StopIteration``) when its answer does; an error in the decoder reaches every stream in progress as
 the exception, and the service goes on with the next answers.
 """
@@ -80,11 +83,14 @@ class FrameStream:
 
 class DecodeService:
     """The decoder thread shared by every session of an engine (see the module docstring). ``slots``: rows the
-    batched decoder starts with (it grows when more answers run at once)."""
+    batched decoder starts with (it grows when more answers run at once). ``max_queued``: when every answer in
+    progress has this many frames made and not yet taken, the service waits for a reader (0: never waits); a
+    session that paces its answer to playback then paces the decoder too."""
 
-    def __init__(self, model: S2SModel, slots: int = 4):
+    def __init__(self, model: S2SModel, slots: int = 4, max_queued: int = 25):
         self.model = model
         self._slots = slots
+        self.max_queued = max_queued
         self._cond = threading.Condition()
         self._joining: list[tuple[_Sink, object]] = []
         self._closed = False
@@ -140,6 +146,10 @@ class DecodeService:
                         decoder.remove(h)
                         streams.pop(h).queue.put(_END)  # a reader still waiting on it stops
                     if not streams:
+                        continue
+                    if self.max_queued and all(s.queue.qsize() >= self.max_queued for s in streams.values()):
+                        with self._cond:  # every answer is far enough ahead of its reader
+                            self._cond.wait(timeout=0.01)
                         continue
                     n = decoder.active
                     out = decoder.step()

@@ -10,7 +10,7 @@ coroutine (a WebSocket's, the Gradio demo's, or a list in a test), never two sen
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Awaitable, Callable
 
 import numpy as np
@@ -21,11 +21,19 @@ Send = Callable[[Event], Awaitable[None]]
 
 
 class SessionRunner:
-    """One session on an event loop. ``answers``: the executor that runs answers (default: the loop's)."""
+    """One session on an event loop. ``answers``: the executor that runs answers (default: one thread of the
+    runner's own). Listening has a thread of its own: an answer paced to its playback holds its thread for seconds,
+    and a pool shared with listening (the loop's default one has only cores + 4 threads) would make the
+    microphones of the other sessions wait behind it."""
 
     def __init__(self, session: AgentSession, send: Send, answers: Executor | None = None):
         self.session = session
         self._send = send
+        self._own = [ThreadPoolExecutor(1, thread_name_prefix="listen")]
+        self._listen = self._own[0]
+        if answers is None:
+            answers = ThreadPoolExecutor(1, thread_name_prefix="answer")
+            self._own.append(answers)
         self._answers = answers
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
@@ -49,7 +57,7 @@ class SessionRunner:
 
     async def feed(self, pcm: np.ndarray) -> None:
         """Listen to the next chunk; start answering when a turn ends."""
-        for ev in await asyncio.to_thread(self.session.feed, pcm):
+        for ev in await self._loop.run_in_executor(self._listen, self.session.feed, pcm):
             self.emit(ev)
         self._maybe_answer()
 
@@ -104,3 +112,5 @@ class SessionRunner:
             await asyncio.wait({self._answer})
         self._queue.put_nowait(None)
         await self._writer
+        for pool in self._own:
+            pool.shutdown(wait=False)

@@ -256,6 +256,7 @@ class AgentSession:
         cfg, model = self.config, self.engine.model
         max_frames = min(model.config.max_frames, int(cfg.max_answer_s * self.engine.frame_rate))
         return SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, max_frames=max_frames,
+                              min_frames=min(max_frames, int(round(cfg.min_answer_s * self.engine.frame_rate))),
                               seed=None if cfg.seed is None else cfg.seed + turn)
 
     def _turn_frames(self, speech_end: int) -> int:
@@ -347,8 +348,8 @@ class AgentSession:
                 return
             tel = turn.telemetry
             tel.voice, tel.emotion = self.voice, self.emotion
-            a = {"cancel": threading.Event(), "done": False, "play_start": None, "samples": 0, "turn": None,
-                 "interrupted": False, "heard_frames": 0, "telemetry": tel}
+            a = {"cancel": threading.Event(), "done": False, "play_start": None, "play_wall": None, "samples": 0,
+                 "waited_s": 0.0, "turn": None, "interrupted": False, "heard_frames": 0, "telemetry": tel}
             self._answer = a
             src = self.context.source(turn.codes, self.engine.model.config)
             early = turn.early
@@ -393,6 +394,7 @@ class AgentSession:
                 pending = []
                 if wav.size and not a["cancel"].is_set():
                     yield self._audio(a, tel, turn, wav)
+                    self._keep_pace(a)
             else:
                 ended = len(frames) < max_frames
             if not a["cancel"].is_set():
@@ -404,7 +406,7 @@ class AgentSession:
         finally:
             if frame_stream is not None:
                 frame_stream.cancel()  # interrupted or abandoned: the decoder stops making it (no-op when it ended)
-            tel.generate_s = time.perf_counter() - t_gen
+            tel.generate_s = time.perf_counter() - t_gen - a["waited_s"]  # the work, not the waits for playback
             self._remember(a, turn, frames)
         tel.frames, tel.ended_at_eos = len(frames), ended
         tel.answer_s = a["samples"] / SAMPLE_RATE
@@ -417,10 +419,22 @@ class AgentSession:
                                      "context_turns": tel.context_turns})
         yield Event("latency", tel.to_dict())
 
+    def _keep_pace(self, a: dict) -> None:
+        """Wait while the answer's audio is more than ``max_lead_s`` ahead of its playback; an interruption ends
+        the wait at once."""
+        lead = self.config.max_lead_s
+        if lead > 0 and a["play_wall"] is not None:
+            ahead = a["samples"] / SAMPLE_RATE - (time.perf_counter() - a["play_wall"])
+            if ahead > lead:
+                t0 = time.perf_counter()
+                a["cancel"].wait(ahead - lead)
+                a["waited_s"] += time.perf_counter() - t0
+
     def _audio(self, a: dict, tel: TurnTelemetry, turn: _Turn, wav: np.ndarray) -> Event:
         with self._lock:
             if a["play_start"] is None:
                 a["play_start"] = self.received
+                a["play_wall"] = time.perf_counter()
                 tel.first_audio_ms = 1000 * (time.perf_counter() - turn.eot_wall)
             a["samples"] += len(wav)
         return Event("audio", {"turn": tel.turn, "samples": int(len(wav))}, wav.astype(np.float32))
