@@ -76,6 +76,21 @@ class TurnResult:
         return len(self.answer) > 0
 
 
+# A session stays real time when its client never falls this far behind the audio it sends, no answer leaves its
+# player waiting this long in all, and every answer takes less time to make than to play (:func:`kept_real_time`).
+REALTIME_SLACK_MS = 100.0
+
+
+def kept_real_time(results: list[TurnResult], session: Any) -> bool:
+    """Whether one session kept real time (see ``REALTIME_SLACK_MS``): every question answered, every answer of
+    ``session`` (an :class:`~s2slib.agent.session.AgentSession`) made faster than it plays, the client never
+    ``REALTIME_SLACK_MS`` behind its schedule, no answer that was not interrupted kept its player waiting that long."""
+    return (all(r.answered for r in results)
+            and all(np.isfinite(t.rtf) and t.rtf < 1.0 for t in session.telemetry)
+            and all(r.max_lag_ms < REALTIME_SLACK_MS for r in results)
+            and all(r.underrun_ms < REALTIME_SLACK_MS for r in results if not r.interrupted))
+
+
 Message = tuple[str, Any, float]  # ("audio", float32 array, arrival) or ("event", dict, arrival perf_counter())
 
 

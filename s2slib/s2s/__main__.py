@@ -30,6 +30,7 @@ import torch
 
 from s2slib.audio import AudioError, load_audio, save_audio
 from s2slib.checkpoint import CheckpointError
+from s2slib.runtime import set_threads
 
 
 def _run_tokens(args: argparse.Namespace):
@@ -144,7 +145,7 @@ def _eval(args: argparse.Namespace) -> int:
     from s2slib.s2s.evaluate import EvalConfig, evaluate_answers, voice_classifier
     from s2slib.s2s.finetune import AnswerTask, heldout_sets, split_examples
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     codec, cache, tokens = _run_tokens(args)
     model, info = _load_answer_model(args, cache.fingerprint)
     task = AnswerTask(**info["answer_task"]) if "answer_task" in info else AnswerTask()
