@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from s2slib.data import synth, text
-from s2slib.data.build import DataConfig, build_dataset, plan_synthetic_speech, split_real_clips
+from s2slib.data.build import (DataConfig, build_dataset, plan_synthetic_speech, shorter_answers,
+                               split_real_clips, synthesize_conversations)
 from s2slib.data.conversations import plan_dialogues, plan_pairs, read_conversations
 from s2slib.data.manifest import Utterance, read_manifest
 from s2slib.run import RunDir
@@ -154,6 +155,47 @@ def test_plans_are_deterministic_and_cover_voices():
     assert all(t.depends_on is None or t.depends_on < i for d in dialogs for i, t in enumerate(d.turns))
     with pytest.raises(ValueError, match="n_heldout"):
         plan_pairs(pairs, ["Priya"], users, n_heldout_users=len(users))
+
+
+def test_four_renditions_give_every_answer_in_every_agent_voice_and_test_in_a_trained_one():
+    pairs = text.load_qa_pairs()[:30]
+    voices = sorted(synth.AGENT_VOICES)
+    plan = plan_pairs(pairs, voices, list(synth.USER_VOICES), n_heldout_users=2, renditions=4, val_fraction=0.3)
+    for pair in pairs:
+        mine = [c for c in plan if c.source_id == pair.id]
+        trained = {c.turns[1].speaker for c in mine if c.split == "train"}
+        assert trained == set(voices)
+        assert all(c.turns[1].speaker in trained for c in mine if c.split == "test")
+    starts = {next(c for c in plan if c.source_id == p.id).turns[1].speaker for p in pairs}
+    assert len(starts) > 1  # the rotation starts at a hashed voice, not always the first
+
+
+def test_answers_cut_to_their_first_sentence_and_said_the_same_way_each_time(tmp_path):
+    assert text.first_sentences("అవునా! పుట్టినరోజు శుభాకాంక్షలు! ఈ ఏడాదంతా బాగుండాలి.", 1) == (
+        "అవునా! పుట్టినరోజు శుభాకాంక్షలు!")  # a short exclamation joins the next sentence
+    assert text.first_sentences("ఒకటి రెండు మూడు నాలుగు. ఐదు ఆరు ఏడు ఎనిమిది.", 0) == (
+        "ఒకటి రెండు మూడు నాలుగు. ఐదు ఆరు ఏడు ఎనిమిది.")
+    assert text.first_sentences("no sentence end here", 1) == "no sentence end here"
+    with pytest.raises(ValueError, match=">= 0"):
+        text.first_sentences("x", -1)
+    pairs, dialogues = shorter_answers(text.load_qa_pairs()[:20], text.load_dialogues()[:3], 1)
+    full = {p.id: p.answer for p in text.load_qa_pairs()[:20]}
+    assert all(full[p.id].startswith(p.answer) for p in pairs) and any(full[p.id] != p.answer for p in pairs)
+    originals = {d.id: d for d in text.load_dialogues()[:3]}
+    for d in dialogues:
+        for t, o in zip(d.turns, originals[d.id].turns):
+            assert t.text == o.text if t.role == "user" else o.text.startswith(t.text)
+    # the agent says the same words in the same voice identically; a user's renditions vary
+    plan = plan_pairs(text.load_qa_pairs()[:1], ["Priya"], list(synth.USER_VOICES), n_heldout_users=2,
+                      renditions=2, val_fraction=0.0)
+    convs, rejects = synthesize_conversations(plan, DataConfig(num_workers=1), tmp_path, progress=False)
+    assert not rejects and len(convs) == 3
+    assert len({c.turns[1].audio_path for c in convs}) == 1
+    jittered, _ = synthesize_conversations(plan_pairs(text.load_qa_pairs()[:1], ["Priya"], list(synth.USER_VOICES),
+                                                      2, 2, 0.0),
+                                           DataConfig(num_workers=1, agent_jitter=True), tmp_path / "j",
+                                           progress=False)
+    assert len({c.turns[1].audio_path for c in jittered}) == 3
 
 
 def test_unknown_source_is_a_clear_error():

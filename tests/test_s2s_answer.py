@@ -12,7 +12,8 @@ import torch
 from s2slib.checkpoint import CheckpointError
 from s2slib.s2s.context import ConversationContext, source_codes
 from s2slib.s2s.finetune import (AnswerExample, AnswerSampler, AnswerTask, AnswerTrainConfig, AnswerTrainer,
-                                 answer_examples, heard_text, heldout_sets, select_sources)
+                                 answer_examples, heard_text, heldout_sets, select_sources, self_fed)
+from s2slib.s2s.model import S2SModel
 from s2slib.s2s.match import AnswerMatcher, dtw_distances, match_features
 from s2slib.s2s.train import S2STrainConfig, S2STrainer, load_s2s
 from s2slib.s2s.transcript import TEXT_VOCAB, ids_text, text_ids
@@ -143,6 +144,56 @@ def test_input_dropout_hides_only_answer_codes_and_is_pure(tmp_path):
     share = float(changed.sum()) / float(codes.sum())
     assert 0.35 < share < 0.65, share
 
+
+def test_self_feeding_replaces_answer_codes_with_the_models_own_draws(tmp_path):
+    examples = answer_examples(conversation_rows(tmp_path), CONFIG.n_q)
+    batch = AnswerSampler(examples, CONFIG, 8, AnswerTask(max_answer_frames=12), seed=2).batch(5)
+    torch.manual_seed(0)
+    model = S2SModel(CONFIG).eval()
+    fed = lambda share, seed: self_fed(model, batch, share, torch.Generator().manual_seed(seed))  # noqa: E731
+    assert torch.equal(fed(0.0, 1).inputs, batch.inputs)
+    half, again = fed(0.5, 1), fed(0.5, 1)
+    assert torch.equal(half.inputs, again.inputs)  # the same generator draws the same: exact resume
+    assert torch.equal(half.targets, batch.targets) and torch.equal(half.src, batch.src)  # only the inputs change
+    codes = batch.inputs < CONFIG.codebook_size
+    changed = half.inputs != batch.inputs
+    assert not (changed & ~codes).any()  # BOS, EOS and PAD stay
+    assert (half.inputs[changed] < CONFIG.codebook_size).all()  # a drawn EOS never replaces a code
+    share = float(changed.sum()) / float(codes.sum())
+    assert 0.3 < share < 0.6, share  # about half (a draw that equals the true code changes nothing)
+    # fully self-fed, the input at step t + 1 is what the model drew for step t: rerun the pass on these inputs'
+    # prefix and the draws are codes the model gives probability
+    full = fed(1.0, 2)
+    with torch.no_grad():
+        logp = model(batch.src, batch.src_lengths, batch.inputs, batch.speaker, batch.emotion).log_softmax(-1)
+    moved = full.inputs[..., 1:] != batch.inputs[..., 1:]
+    drawn = full.inputs[..., 1:].clamp(max=CONFIG.codebook_size)
+    picked = logp[..., :-1, :].gather(-1, drawn.unsqueeze(-1)).squeeze(-1)
+    assert moved.any() and torch.isfinite(picked[moved]).all()
+
+
+def test_self_fed_fine_tuning_resumes_exactly(tmp_path):
+    examples = answer_examples(conversation_rows(tmp_path), CONFIG.n_q)
+    pre = pretrained(tmp_path)
+    cfg = small_answer_config(answer=AnswerTask(max_answer_frames=12, self_feed=0.5))
+    make = lambda out: AnswerTrainer(CONFIG, cfg, examples, examples[:3], out, pretrained=pre,  # noqa: E731
+                                     device="cpu", codec_fingerprint="fp")
+    straight = make(tmp_path / "a")
+    straight.fit(progress=False)
+    first = make(tmp_path / "b")
+    first.fit(progress=False, stop_after=3)
+    resumed = make(tmp_path / "b")
+    resumed.fit(progress=False)
+    plain = AnswerTrainer(CONFIG, small_answer_config(), examples, examples[:3], tmp_path / "c", pretrained=pre,
+                          device="cpu", codec_fingerprint="fp")
+    plain.fit(progress=False)
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert any(not torch.equal(v, plain.model.state_dict()[k]) for k, v in straight.model.state_dict().items())
+    with pytest.raises(ValueError, match="self_feed"):
+        AnswerTask(self_feed=1.5)
+
+
 def small_answer_config(**kw) -> AnswerTrainConfig:
     base = dict(max_steps=6, batch_size=4, lr=3e-3, warmup_steps=2, val_every=3, ckpt_every=2, log_every=1,
                 answer=AnswerTask(max_answer_frames=12))
@@ -194,6 +245,11 @@ def test_killed_fine_tuning_resumes_exactly(tmp_path):
     resumed.fit(progress=False)
     for k, v in straight.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
+    # the data rebuilt since (an answer said differently): resuming would mix two data sets, so it is refused
+    changed = [dataclasses.replace(examples[0], answer=examples[0].answer[:, :-1])] + examples[1:]
+    with pytest.raises(CheckpointError, match="other examples"):
+        AnswerTrainer(CONFIG, small_answer_config(), changed, examples[:3], tmp_path / "b", pretrained=pre,
+                      device="cpu", codec_fingerprint="fp")
 
 
 def test_micro_batches_take_the_same_step_as_one_pass(tmp_path):

@@ -37,7 +37,7 @@ import itertools
 import json
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from s2slib import atomic, paths
@@ -63,7 +63,11 @@ class DataConfig:
     n_sentences: int = 0  # sentences of data/text/sentences.tsv to synthesize (0 = all)
     renditions_per_sentence: int = 2  # voices that speak each sentence
     n_qa_pairs: int = 0  # question-answer pairs to synthesize (0 = all)
-    qa_renditions: int = 2  # training user voices per pair (plus one held-out voice for test)
+    qa_renditions: int = 2  # training user voices per pair (plus one held-out voice for test); the agent voice
+    # rotates over the renditions, so 4 or more give every pair's answer in all four agent voices
+    answer_sentences: int = 0  # agent turns cut to their first sentences (text.first_sentences; 0: whole answers)
+    agent_jitter: bool = False  # False: the agent says a sentence the same way every time (one consistent voice per
+    # agent, as a deployed voice would); users' turns always vary in pitch and rate
     n_dialogues: int = 0  # dialogues to synthesize (0 = all)
     n_heldout_users: int = 2  # user voices never used in training (conversation test split)
     conversation_val_fraction: float = 0.1  # pairs/dialogues also spoken by one more training voice for validation
@@ -197,6 +201,16 @@ def split_real_clips(utterances: list[Utterance], n_train: int, seed: int) -> li
     return utterances
 
 
+def shorter_answers(pairs: list, dialogues: list, sentences: int) -> tuple[list, list]:
+    """The pairs and dialogues with every agent turn cut to its first ``sentences`` sentences
+    (:func:`s2slib.data.text.first_sentences`); the English glosses are of the whole answers."""
+    cut = lambda t: text.first_sentences(t, sentences)  # noqa: E731
+    pairs = [replace(p, answer=cut(p.answer)) for p in pairs]
+    dialogues = [replace(d, turns=[replace(t, text=cut(t.text)) if t.role == "agent" else t for t in d.turns])
+                 for d in dialogues]
+    return pairs, dialogues
+
+
 def synthesize_conversations(
     convs: list[Conversation], cfg: DataConfig, out_dir: Path, progress: bool = True
 ) -> tuple[list[Conversation], list[Reject]]:
@@ -205,6 +219,8 @@ def synthesize_conversations(
     for c in convs:
         for k, turn in enumerate(c.turns):
             seed = random.Random(f"{cfg.seed}:{c.id}:{k}").randrange(2**31)
+            if turn.role == "agent" and not cfg.agent_jitter:
+                seed = None  # no jitter: the same text, voice and emotion is the same audio
             jobs.append(synth.SynthJob(f"{c.id}#{k}", turn.text, turn.speaker, turn.emotion or "neutral", seed))
             where.append((c, k))
     wavs = _synthesize(jobs, cfg, progress)
@@ -255,6 +271,8 @@ def build_dataset(run: RunDir, cfg: DataConfig, progress: bool = True) -> DataBu
     voices_user = list(synth.USER_VOICES)
     pairs = _take(text.load_qa_pairs(), cfg.n_qa_pairs, cfg.seed, "pairs")
     dialogues = _take(text.load_dialogues(), cfg.n_dialogues, cfg.seed, "dialogues")
+    if cfg.answer_sentences:
+        pairs, dialogues = shorter_answers(pairs, dialogues, cfg.answer_sentences)
     convs = plan_pairs(pairs, voices_agent, voices_user, cfg.n_heldout_users, cfg.qa_renditions,
                        cfg.conversation_val_fraction, cfg.seed)
     convs += plan_dialogues(dialogues, voices_agent, voices_user, cfg.n_heldout_users, 1,

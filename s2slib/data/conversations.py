@@ -71,7 +71,8 @@ def _speakers(
     seed: int,
 ) -> list[tuple[str, str, str]]:
     """``[(split, user voice, agent voice), ...]``: who speaks each rendition of one pair or dialogue, fixed by its id
-    and the seed (``renditions`` training users, sometimes one more for validation, one held-out user for test)."""
+    and the seed (``renditions`` training users, sometimes one more for validation, one held-out user for test; the
+    agent voices in turn)."""
     train_users, heldout_users = split_user_voices(user_voices, n_heldout_users)
     rng = random.Random(f"{seed}:{item_id}")
     users = rng.sample(train_users, len(train_users))
@@ -79,8 +80,10 @@ def _speakers(
     if stable_fraction(f"val:{item_id}", seed) < val_fraction:
         out.append(("val", users[len(out)]))
     out.append(("test", rng.choice(heldout_users)))
-    return [(split, user, random.Random(f"{seed}:{item_id}:{k}:agent").choice(agent_voices))
-            for k, (split, user) in enumerate(out)]
+    # the agent voice rotates from a hashed start: with 4 renditions, every agent voice says the answer in training,
+    # and the test rendition's voice is one it was trained in
+    first = random.Random(f"{seed}:{item_id}:agent").randrange(len(agent_voices))
+    return [(split, user, agent_voices[(first + k) % len(agent_voices)]) for k, (split, user) in enumerate(out)]
 
 
 def plan_pairs(

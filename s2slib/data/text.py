@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,26 @@ class Dialogue:
     id: str
     topic: str
     turns: list[Turn] = field(default_factory=list)
+
+
+_SENTENCE_END = re.compile(r"[.!?।]+")
+
+
+def first_sentences(text: str, n: int, min_chars: int = 12) -> str:
+    """The first ``n`` sentences of ``text`` (0: all of it). A sentence ends at ``.``, ``!``, ``?`` or ``।``; one
+    shorter than ``min_chars`` characters (an exclamation such as "అవునా!") is joined to the next, so a cut answer
+    still says something."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0 (0: the whole text), got {n}")
+    if n == 0:
+        return text.strip()
+    start, kept = 0, 0
+    for m in _SENTENCE_END.finditer(text):
+        if m.end() - start >= min_chars:
+            kept, start = kept + 1, m.end()
+            if kept == n:
+                return text[: m.end()].strip()
+    return text.strip()
 
 
 def is_telugu(text: str, min_fraction: float = 0.6) -> bool:

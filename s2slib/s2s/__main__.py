@@ -155,7 +155,7 @@ def _eval(args: argparse.Namespace) -> int:
     classifier, _ = voice_classifier(codec, tokens.train, list(model.config.speakers), args.classifier_per_voice,
                                      seed=args.seed)
     cfg = EvalConfig(n_response=args.n_response, n_context=args.n_context, n_emotion_questions=args.emotion_questions,
-                     max_answer_s=args.max_answer_s, seed=args.seed, task=task)
+                     max_answer_s=args.max_answer_s, temperature=args.temperature, seed=args.seed, task=task)
     result = evaluate_answers(model, codec, pairs, followups, dialogue_texts, classifier, cfg,
                               progress=not args.no_progress)
     result.pop("audio")
@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--emotion-questions", type=int, default=3, help="questions answered in each of the 9 emotions")
     e.add_argument("--max-answer-s", type=float, default=12.0, help="an answer not ended by then is cut")
     e.add_argument("--classifier-per-voice", type=int, default=40, help="utterances per voice for the voice classifier")
+    e.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of every answer (0: greedy)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--details", action="store_true", help="also print every answer's match")

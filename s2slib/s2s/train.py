@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -148,6 +149,19 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
                                                          "rng_ranks")}
 
 
+def data_fingerprint(items: list) -> str:
+    """A hash of the training examples (ids and codes: an utterance's, or a fine-tuning example's question and
+    answer), kept in the checkpoint so a run is never resumed on other data."""
+    h = hashlib.sha256()
+    for item in sorted(items, key=lambda it: it.id):
+        h.update(item.id.encode())
+        for part in (item.codes, getattr(item, "user", None)):
+            if part is not None:
+                h.update(str(part.shape).encode())
+                h.update(np.ascontiguousarray(part).tobytes())
+    return h.hexdigest()[:16]
+
+
 class S2STrainer:
     """Pretrains an :class:`S2SModel` on tokenized utterances; see the module docstring.
 
@@ -171,6 +185,7 @@ class S2STrainer:
                  val_items: list[TokenItem], out_dir: str | Path, device: str = "auto", resume: bool = True,
                  codec_fingerprint: str = "", codec_latent: np.ndarray | None = None):
         self.cfg, self.codec_fingerprint = train_config, codec_fingerprint
+        self.data_fingerprint = data_fingerprint(train_items)
         start = start_run(device, out_dir, train_config.seed, CHECKPOINT, self.kind, resume)
         self.device, self.dist, self.out_dir, state = start.device, start.dist, start.out_dir, start.state
         ckpt_path = self.out_dir / CHECKPOINT
@@ -186,6 +201,10 @@ class S2STrainer:
             if state.get("codec_fingerprint", "") != codec_fingerprint:
                 raise CheckpointError(f"{ckpt_path} was trained on tokens of another codec; give another output "
                                       "folder to train on this codec's tokens.")
+            if state.get("data_fingerprint", self.data_fingerprint) != self.data_fingerprint:
+                raise CheckpointError(f"{ckpt_path} was trained on other examples than these {len(train_items)} "
+                                      "(the data was rebuilt or chosen differently since): resuming would mix the "
+                                      "two. Give another output folder, or delete this one to train afresh.")
         self.model = S2SModel(model_config).to(self.device)
         if codec_latent is not None and self.model.latent_input is not None:
             self.model.set_codec_latent(codec_latent)
@@ -219,6 +238,7 @@ class S2STrainer:
             "s2s_config": self.model.config.to_dict(),
             "train_config": self.cfg.to_dict(),
             "codec_fingerprint": self.codec_fingerprint,
+            "data_fingerprint": self.data_fingerprint,
             "model": self.model.state_dict(),
             **optimisation_state(self.optimizer, self.scheduler, self.scaler, self.step),
         }
@@ -244,7 +264,7 @@ class S2STrainer:
         With ``micro_batch`` the batch goes through the model in slices whose losses are scaled by the whole
         batch's target counts, so the summed gradient is the one-pass gradient (up to float rounding)."""
         self.ddp.train()
-        b = batch.to(self.device)
+        b = self.decoder_inputs(batch.to(self.device))
         transcribe = self.transcribe_weight > 0 and b.user_lengths is not None
         count = (b.targets != IGNORE).sum(dim=(0, 2)).clamp(min=1)  # (n_q,) targets of the whole batch
         chars = int(b.text_lengths[b.text_lengths > 0].sum()) if transcribe else 0
@@ -280,6 +300,11 @@ class S2STrainer:
                "lr": self.scheduler.get_last_lr()[0], **extra}
         row.update({f"loss_cb{k}": float(v) for k, v in enumerate(per_codebook.detach().cpu())})
         return row
+
+    def decoder_inputs(self, batch: Batch) -> Batch:
+        """The batch the model learns from at ``self.step`` (a subclass may change what the decoder reads; pure in
+        the batch and the step, for exact resume). Stage 1: the batch as drawn."""
+        return batch
 
     def validate(self) -> dict[str, float]:
         """Validation loss, accuracy and perplexity per codebook, and the unigram baseline's perplexity."""
