@@ -191,7 +191,9 @@ async def talk_in_process(engine, questions: list[np.ndarray], config: AgentConf
     from s2slib.agent.runner import SessionRunner
     from s2slib.agent.session import AgentSession
 
-    session = AgentSession(engine, config, voice, emotion)
+    # built on a worker thread, as the server builds its sessions: loading a session's VAD takes about 40 ms, which on
+    # the event loop would stall every other session's audio (sessions joining mid-conversation)
+    session = await asyncio.to_thread(AgentSession, engine, config, voice, emotion)
     inbox: asyncio.Queue = asyncio.Queue()
 
     async def receive(ev) -> None:
