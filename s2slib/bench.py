@@ -269,10 +269,11 @@ def bench_s2s(model_path: str | None = None, codec_path: str | None = None, prom
         "codec": f"course codec {codec_path}" if codec_path else "course codec fast50 (random weights: timing only)",
         "codec_params": codec_params,
         "n_q": model.config.n_q,
+        "spoken_q": model.config.spoken_q,  # codebooks the decoder writes (S2SConfig.speak_q)
         "frame_rate": model.config.frame_rate,
-        "tokens_per_s": model.config.n_q * model.config.frame_rate,
+        "tokens_per_s": model.config.spoken_q * model.config.frame_rate,
         "decoder_steps_per_s_of_audio": model.config.frame_rate,
-        "ms_per_decoder_step": 1000 * statistics.median(gen) / (n + model.config.n_q - 1),
+        "ms_per_decoder_step": 1000 * statistics.median(gen) / (n + model.config.spoken_q - 1),
         "prompt_seconds": round(src.shape[-1] / cfg.frame_rate, 3),
         "answer_seconds": round(audio_s, 3),
         "threads": threads,

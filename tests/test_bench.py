@@ -55,4 +55,4 @@ def test_s2s_benchmark_reports_latency_and_labels_random_weights(tmp_path, monke
     assert result["first_audio_ms"] > 0 and result["frames_per_s"] > 0 and result["rtf"] > 0
     assert result["params"] > 1_000_000  # the laptop size, as the issue states it
     assert result["answer_seconds"] == pytest.approx(0.3, abs=0.021)  # forced length: same work every repeat
-    assert result["tokens_per_s"] == result["n_q"] * result["frame_rate"]
+    assert result["tokens_per_s"] == result["spoken_q"] * result["frame_rate"] and result["spoken_q"] == result["n_q"]

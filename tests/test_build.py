@@ -170,6 +170,22 @@ def test_four_renditions_give_every_answer_in_every_agent_voice_and_test_in_a_tr
     assert len(starts) > 1  # the rotation starts at a hashed voice, not always the first
 
 
+def test_fewer_agent_voices_per_pair_keep_the_test_voice_among_the_trained_ones():
+    pairs = text.load_qa_pairs()[:30]
+    voices = sorted(synth.AGENT_VOICES)
+    for m in (1, 2):
+        plan = plan_pairs(pairs, voices, list(synth.USER_VOICES), n_heldout_users=2, renditions=4, val_fraction=0.3,
+                          agent_voices_per_pair=m)
+        for pair in pairs:
+            mine = [c for c in plan if c.source_id == pair.id]
+            trained = {c.turns[1].speaker for c in mine if c.split == "train"}
+            assert len(trained) == m and len({c.turns[0].speaker for c in mine if c.split == "train"}) == 4
+            assert all(c.turns[1].speaker in trained for c in mine if c.split != "train")
+        assert len({next(c for c in plan if c.source_id == p.id).turns[1].speaker for p in pairs}) == len(voices)
+    with pytest.raises(ValueError, match="agent_voices_per_item"):
+        plan_pairs(pairs, voices, list(synth.USER_VOICES), agent_voices_per_pair=-1)
+
+
 def test_answers_cut_to_their_first_sentence_and_said_the_same_way_each_time(tmp_path):
     assert text.first_sentences("అవునా! పుట్టినరోజు శుభాకాంక్షలు! ఈ ఏడాదంతా బాగుండాలి.", 1) == (
         "అవునా! పుట్టినరోజు శుభాకాంక్షలు!")  # a short exclamation joins the next sentence

@@ -65,6 +65,8 @@ class DataConfig:
     n_qa_pairs: int = 0  # question-answer pairs to synthesize (0 = all)
     qa_renditions: int = 2  # training user voices per pair (plus one held-out voice for test); the agent voice
     # rotates over the renditions, so 4 or more give every pair's answer in all four agent voices
+    agent_voices_per_pair: int = 0  # agent voices that say each pair's answer (0: all four, given 4 renditions). 1:
+    # each answer in one voice, heard by every training user: fewer distinct answers to learn (the laptop profile)
     answer_sentences: int = 0  # agent turns cut to their first sentences (text.first_sentences; 0: whole answers)
     agent_jitter: bool = False  # False: the agent says a sentence the same way every time (one consistent voice per
     # agent, as a deployed voice would); users' turns always vary in pitch and rate
@@ -274,7 +276,7 @@ def build_dataset(run: RunDir, cfg: DataConfig, progress: bool = True) -> DataBu
     if cfg.answer_sentences:
         pairs, dialogues = shorter_answers(pairs, dialogues, cfg.answer_sentences)
     convs = plan_pairs(pairs, voices_agent, voices_user, cfg.n_heldout_users, cfg.qa_renditions,
-                       cfg.conversation_val_fraction, cfg.seed)
+                       cfg.conversation_val_fraction, cfg.seed, cfg.agent_voices_per_pair)
     convs += plan_dialogues(dialogues, voices_agent, voices_user, cfg.n_heldout_users, 1,
                             cfg.conversation_val_fraction, cfg.seed)
     convs, conv_rejects = synthesize_conversations(convs, cfg, processed, progress)

@@ -69,10 +69,13 @@ def _speakers(
     renditions: int,
     val_fraction: float,
     seed: int,
+    agent_voices_per_item: int = 0,
 ) -> list[tuple[str, str, str]]:
     """``[(split, user voice, agent voice), ...]``: who speaks each rendition of one pair or dialogue, fixed by its id
     and the seed (``renditions`` training users, sometimes one more for validation, one held-out user for test; the
-    agent voices in turn)."""
+    agent voices in turn, over ``agent_voices_per_item`` of them from a hashed start: 0 means all of them)."""
+    if agent_voices_per_item < 0:
+        raise ValueError(f"agent_voices_per_item must be >= 0 (0: every agent voice), got {agent_voices_per_item}")
     train_users, heldout_users = split_user_voices(user_voices, n_heldout_users)
     rng = random.Random(f"{seed}:{item_id}")
     users = rng.sample(train_users, len(train_users))
@@ -80,10 +83,11 @@ def _speakers(
     if stable_fraction(f"val:{item_id}", seed) < val_fraction:
         out.append(("val", users[len(out)]))
     out.append(("test", rng.choice(heldout_users)))
-    # the agent voice rotates from a hashed start: with 4 renditions, every agent voice says the answer in training,
-    # and the test rendition's voice is one it was trained in
+    # the agent voice rotates from a hashed start over m voices: with m training renditions or more, every one of the
+    # m voices says the answer in training, and the test rendition's voice is one it was trained in
+    m = min(agent_voices_per_item or len(agent_voices), len(agent_voices))
     first = random.Random(f"{seed}:{item_id}:agent").randrange(len(agent_voices))
-    return [(split, user, agent_voices[(first + k) % len(agent_voices)]) for k, (split, user) in enumerate(out)]
+    return [(split, user, agent_voices[(first + k % m) % len(agent_voices)]) for k, (split, user) in enumerate(out)]
 
 
 def plan_pairs(
@@ -94,8 +98,10 @@ def plan_pairs(
     renditions: int = 2,
     val_fraction: float = 0.1,
     seed: int = 0,
+    agent_voices_per_pair: int = 0,
 ) -> list[Conversation]:
-    """Plan who speaks each question-answer pair (``pairs``: ``s2slib.data.text.QAPair`` objects)."""
+    """Plan who speaks each question-answer pair (``pairs``: ``s2slib.data.text.QAPair`` objects); the agent voice
+    rotates over ``agent_voices_per_pair`` voices per pair (0: all of them)."""
     return [
         Conversation(
             id=f"{pair.id}/{split}/{user}",
@@ -107,7 +113,7 @@ def plan_pairs(
         )
         for pair in pairs
         for split, user, agent in _speakers(pair.id, agent_voices, user_voices, n_heldout_users, renditions,
-                                            val_fraction, seed)
+                                            val_fraction, seed, agent_voices_per_pair)
     ]
 
 

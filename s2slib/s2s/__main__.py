@@ -115,7 +115,8 @@ def _finetune(args: argparse.Namespace) -> int:
     examples = split_examples(tokens.conversations, config.n_q, sources)
     train_cfg = AnswerTrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                   answer=AnswerTask(max_answer_frames=int(args.max_answer_s * config.frame_rate),
-                                                    transcribe_weight=args.transcribe_weight))
+                                                    transcribe_weight=args.transcribe_weight,
+                                                    speak_q=args.speak_q))
     trainer = AnswerTrainer(config, train_cfg, examples["train"], examples["val"],
                             Path(args.out) if args.out else run / "s2s_answer", pretrained=pretrained,
                             device=args.device, codec_fingerprint=cache.fingerprint, sources=sources)
@@ -247,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--max-answer-s", type=float, default=8.0, help="longer answers are cropped in training")
     f.add_argument("--transcribe-weight", type=float, default=AnswerTask.transcribe_weight,
                    help="weight of the encoder's auxiliary transcription (CTC) loss on the question's words (0: off)")
+    f.add_argument("--speak-q", type=int, default=0,
+                   help="codebooks the fine-tuned model speaks, coarse to fine (0: all; the codec decodes those alone)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", help="default: <run>/s2s_answer")
     f.add_argument("--device", default="auto")

@@ -171,8 +171,8 @@ class BatchedDecoder:
     @torch.inference_mode()
     def step(self) -> dict[int, Tensor | None]:
         """One decoder step of every stream. Returns, per stream whose frame completed at this step, its codes
-        ``LongTensor[n_q]``; ``None`` for a stream that ended (it is removed). Streams in between (the first
-        ``n_q - 1`` steps, the delay) are not in the result."""
+        ``LongTensor[spoken_q]``; ``None`` for a stream that ended (it is removed). Streams in between (the first
+        ``spoken_q - 1`` steps, the delay) are not in the result."""
         n = self.active
         if n == 0:
             return {}
@@ -189,9 +189,10 @@ class BatchedDecoder:
         self.tokens[rows, :, steps] = tok
         self.step_input[:n] = tok.unsqueeze(-1)
         self.end[:n] = end
-        done = steps - (n_q - 1)  # the frame whose last codebook was just written
+        spoken = c.spoken_q
+        done = steps - (spoken - 1)  # the frame whose last spoken codebook was just written
         steps += 1
-        k = torch.arange(n_q, device=self.device)
+        k = torch.arange(spoken, device=self.device)
         out: dict[int, Tensor | None] = {}
         finished = []
         for r in torch.nonzero(done >= 0).view(-1).tolist():

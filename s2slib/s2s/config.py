@@ -47,6 +47,10 @@ class S2SConfig:
     emotions: tuple[str, ...] = EMOTIONS  # emotion embedding rows 1..len; row 0 is "not given"
     latent_dim: int = 0  # width of the codec's latent: > 0 makes the encoder hear code frames as the codec's latent
     # vectors normalised per turn (s2slib.s2s.frontend); 0: learned code embeddings (the seed design)
+    speak_q: int = 0  # codebooks the decoder speaks, coarse to fine (0: all n_q). The finer ones are PAD in its input,
+    # never a target and never drawn; the codec decodes the spoken ones alone (its bit-rate ladder). The encoder still
+    # hears every codebook. Fewer spoken codebooks: far fewer codes to learn per second, and a draw from a sharper
+    # distribution (notebook 06)
     text_vocab: int = 0  # characters of the encoder's transcription head (s2slib.s2s.transcript); 0: no head.
     # Used only as an auxiliary training loss (fine-tuning); generation never reads it
 
@@ -56,6 +60,8 @@ class S2SConfig:
                              "size (rotary embeddings rotate pairs of channels)")
         if self.n_q < 1 or self.codebook_size < 2:
             raise ValueError(f"need n_q >= 1 and codebook_size >= 2, got {self.n_q} and {self.codebook_size}")
+        if not 0 <= self.speak_q <= self.n_q:
+            raise ValueError(f"speak_q must lie in [0, n_q] = [0, {self.n_q}] (0: every codebook), got {self.speak_q}")
 
     # ------------------------------------------------------------------ token ids
     @property
@@ -79,6 +85,11 @@ class S2SConfig:
     def output_vocab(self) -> int:
         """Classes the decoder predicts per codebook: codes and EOS."""
         return self.codebook_size + 1
+
+    @property
+    def spoken_q(self) -> int:
+        """Codebooks the decoder writes: ``speak_q``, or all ``n_q`` when it is 0."""
+        return self.speak_q or self.n_q
 
     @property
     def head_dim(self) -> int:

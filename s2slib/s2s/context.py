@@ -83,6 +83,14 @@ def _check_codes(codes: Any, n_q: int | None = None) -> np.ndarray:
     return codes
 
 
+def _with_levels(codes: np.ndarray, n_q: int, pad_id: int) -> np.ndarray:
+    """``codes`` cut or padded to ``n_q`` levels: an agent answer of a model that speaks fewer codebooks than it hears
+    (``S2SConfig.speak_q``) gets PAD on the finer levels, which the encoder's latent input leaves out."""
+    if codes.shape[0] >= n_q:
+        return codes[:n_q]
+    return np.concatenate([codes, np.full((n_q - codes.shape[0], codes.shape[1]), pad_id, dtype=codes.dtype)])
+
+
 def question_frames(frames: int, config: S2SConfig) -> int:
     """How many of a ``frames``-long user turn :func:`source_codes` keeps: all, or its last
     ``config.max_source_frames`` (0: no limit) when it is longer."""
@@ -91,15 +99,16 @@ def question_frames(frames: int, config: S2SConfig) -> int:
 
 
 def source_codes(history: list[np.ndarray], user: np.ndarray, config: S2SConfig) -> np.ndarray:
-    """The encoder input for one answer: earlier turns' codes ``history`` (oldest first) and the user's new turn
-    ``user`` (each ``int[n_q, F]``), joined with separator frames, fitted to ``config.max_source_frames`` (module
+    """The encoder input for one answer: earlier turns' codes ``history`` (oldest first; an earlier answer may have
+    fewer levels, see :func:`_with_levels`) and the user's new turn ``user`` (each ``int[n_q, F]``), joined with
+    separator frames, fitted to ``config.max_source_frames`` (module
     docstring) -> ``int64[n_q, S]``."""
     n_q, limit = config.n_q, config.max_source_frames
     user = _check_codes(user, n_q)[:n_q]
     user = user[:, user.shape[1] - question_frames(user.shape[1], config):]
     segments, total = [user], user.shape[1]
     for codes in reversed(history):  # newest first, until the next one would not fit
-        codes = _check_codes(codes, n_q)[:n_q]
+        codes = _with_levels(_check_codes(codes), n_q, config.pad_id)
         if limit and total + codes.shape[1] + 1 > limit:
             break
         segments.insert(0, codes)

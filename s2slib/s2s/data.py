@@ -91,7 +91,7 @@ class Batch:
 def collate(config: S2SConfig, prompts: list[np.ndarray], continuations: list[np.ndarray], ends: list[bool],
             speakers: list[int], emotions: list[int]) -> Batch:
     """Pad prompts (``int[n_q, s_i]``) and lay continuations (``int[n_q, t_i]``) out in the delay pattern, EOS after
-    those whose speech ends (``ends``)."""
+    those whose speech ends (``ends``); the codebooks past ``config.spoken_q`` are PAD throughout (BOS aside)."""
     B, n_q = len(prompts), config.n_q
     S = max(p.shape[1] for p in prompts)
     T = max(c.shape[1] for c in continuations)
@@ -102,6 +102,7 @@ def collate(config: S2SConfig, prompts: list[np.ndarray], continuations: list[np
         cont[i, :, : c.shape[1]] = torch.from_numpy(c.astype(np.int64))
     lengths = torch.tensor([c.shape[1] for c in continuations])
     streams = delay_streams(cont, lengths, config.eos_id, config.pad_id, torch.tensor(ends))  # (B, n_q, T + n_q)
+    streams[:, config.spoken_q:] = config.pad_id  # codebooks the decoder does not speak: PAD in, no target
     return Batch(src, torch.tensor([p.shape[1] for p in prompts]), decoder_inputs(streams, config.bos_id),
                  decoder_targets(streams, config.pad_id), torch.tensor(speakers), torch.tensor(emotions))
 

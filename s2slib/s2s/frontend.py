@@ -112,8 +112,12 @@ class LatentInput(nn.Module):
     def forward(self, ids: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
         """``ids: LongTensor[B, n_q, S]`` (codes and special ids), ``keep: BoolTensor[B, S]`` (real frames) ->
         ``(x: Tensor[B, S, d_model], frame_is_code: BoolTensor[B, S])``; ``x`` is 0 on frames that are not codes."""
-        is_code = (ids < self.codebook_size).all(dim=1) & keep  # (B, S)
-        safe = torch.where(ids < self.codebook_size, ids, torch.zeros_like(ids))
-        z = nn.functional.embedding(safe + self.offsets, self.table).sum(dim=1)  # (B, S, D)
+        level_is_code = ids < self.codebook_size  # (B, n_q, S)
+        # a code frame has a code at the first level; finer levels may be PAD (an answer of a model that speaks
+        # fewer codebooks: S2SConfig.speak_q), and add nothing, as a codec decoding fewer levels
+        is_code = level_is_code[:, 0] & keep  # (B, S)
+        safe = torch.where(level_is_code, ids, torch.zeros_like(ids))
+        z = (nn.functional.embedding(safe + self.offsets, self.table)
+             * level_is_code.unsqueeze(-1).to(self.table.dtype)).sum(dim=1)  # (B, S, D)
         z = normalise_per_turn(z, is_code)
         return self.proj(z) * is_code.unsqueeze(-1).to(z.dtype), is_code

@@ -114,8 +114,9 @@ def _labels(model: S2SModel, values: str | None | Sequence[str | None], B: int, 
 
 @dataclass
 class Frame:
-    """One complete output frame for every item: ``codes: LongTensor[B, n_q]``, ``alive: BoolTensor[B]`` (False for
-    items that already ended; their codes are meaningless), ``index`` the frame number."""
+    """One complete output frame for every item: ``codes: LongTensor[B, spoken_q]`` (the codebooks the model speaks,
+    coarse to fine: all ``n_q`` unless ``S2SConfig.speak_q`` says fewer), ``alive: BoolTensor[B]`` (False for items
+    that already ended; their codes are meaningless), ``index`` the frame number."""
 
     codes: Tensor
     alive: Tensor
@@ -147,6 +148,8 @@ def generate_frames(model: S2SModel, src: Tensor, speaker: str | None | Sequence
     end = torch.full((B,), -1, dtype=torch.long, device=device)  # frame at which each item's EOS fell (-1: not yet)
     tokens = torch.full((B, n_q, 0), c.pad_id, dtype=torch.long, device=device)  # every step's tokens (B, n_q, t)
     step_input = torch.full((B, n_q, 1), c.bos_id, dtype=torch.long, device=device)
+    spoken = c.spoken_q
+    k = k[:spoken]
     for t in range(cfg.max_frames + n_q):
         logits = model.step(step_input, state)[:, :, -1]  # (B, n_q, V)
         steps = torch.full((B,), t, dtype=torch.long, device=device)
@@ -156,9 +159,9 @@ def generate_frames(model: S2SModel, src: Tensor, speaker: str | None | Sequence
         tok, end = delay_step(tok, steps, end, cfg.max_frames, c)
         tokens = torch.cat([tokens, tok.unsqueeze(-1)], dim=-1)
         step_input = tok.unsqueeze(-1)
-        done = t - (n_q - 1)  # the frame whose last codebook was just written
+        done = t - (spoken - 1)  # the frame whose last spoken codebook was just written
         if done >= 0:
-            codes = tokens[:, k, done + k]  # (B, n_q): codebook k of frame `done` sits at step done + k
+            codes = tokens[:, k, done + k]  # (B, spoken): codebook k of frame `done` sits at step done + k
             alive = (end < 0) | (done < end)
             if bool(alive.any()):
                 yield Frame(codes.clamp(max=c.codebook_size - 1), alive, done)
@@ -177,7 +180,8 @@ def mask_eos(logits: Tensor, steps: Tensor, min_frames: int | Tensor, eos_id: in
 
 def delay_step(tok: Tensor, steps: Tensor, end: Tensor, max_frames: int | Tensor, c) -> tuple[Tensor, Tensor]:
     """Keep the delay pattern on the tokens ``tok`` ``[B, n_q]`` sampled at decoder step ``steps`` ``LongTensor[B]``:
-    EOS forced at ``max_frames``; PAD before a codebook starts; EOS at the end frame, PAD after it. ``end``
+    EOS forced at ``max_frames``; PAD before a codebook starts; EOS at the end frame, PAD after it; PAD throughout
+    on the codebooks past ``c.spoken_q``. ``end``
     ``LongTensor[B]``: the frame at which each row's EOS fell (-1: not yet). Returns the tokens to feed back and the
     updated ``end``."""
     B, n_q = tok.shape
@@ -190,12 +194,13 @@ def delay_step(tok: Tensor, steps: Tensor, end: Tensor, max_frames: int | Tensor
     tok = torch.where(f < 0, torch.full_like(tok, c.pad_id), tok)
     tok = torch.where((e >= 0) & (f == e), torch.full_like(tok, c.eos_id), tok)
     tok = torch.where((e >= 0) & (f > e), torch.full_like(tok, c.pad_id), tok)
+    tok[:, c.spoken_q:] = c.pad_id  # codebooks the decoder does not speak (S2SConfig.speak_q)
     return tok, end
 
 
 @dataclass
 class Generated:
-    """Generated answers: ``codes[i]`` ``LongTensor[n_q, F_i]``, ``ended[i]`` True when item ``i`` stopped at EOS
+    """Generated answers: ``codes[i]`` ``LongTensor[spoken_q, F_i]``, ``ended[i]`` True when item ``i`` stopped at EOS
     (False: cut at ``max_frames``)."""
 
     codes: list[Tensor]
@@ -211,7 +216,7 @@ def generate(model: S2SModel, src: Tensor, speaker=None, emotion=None, sampling:
     for fr in generate_frames(model, src, speaker, emotion, cfg, src_lengths):
         for i in torch.nonzero(fr.alive).view(-1).tolist():
             frames[i].append(fr.codes[i])
-    n_q = model.config.n_q
+    n_q = model.config.spoken_q
     codes = [torch.stack(f, dim=-1).cpu() if f else torch.zeros(n_q, 0, dtype=torch.long) for f in frames]
     return Generated(codes, [c.shape[-1] < cfg.max_frames for c in codes])
 

@@ -267,6 +267,7 @@ class S2STrainer:
         b = self.decoder_inputs(batch.to(self.device))
         transcribe = self.transcribe_weight > 0 and b.user_lengths is not None
         count = (b.targets != IGNORE).sum(dim=(0, 2)).clamp(min=1)  # (n_q,) targets of the whole batch
+        spoken = self.model.config.spoken_q  # codebooks with targets (the rest are not spoken: S2SConfig.speak_q)
         chars = int(b.text_lengths[b.text_lengths > 0].sum()) if transcribe else 0
         parts = micro_batches([b], self.cfg.micro_batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -279,7 +280,7 @@ class S2STrainer:
                                    part.user_lengths if transcribe else None)
                 logits, text_log_probs = out if transcribe else (out, None)
                 nll, _, _ = codebook_losses(logits, part.targets)
-                loss = (nll / count).mean()
+                loss = (nll / count)[:spoken].mean()
                 if transcribe:
                     n = int(part.text_lengths[part.text_lengths > 0].sum())
                     if n:
@@ -288,7 +289,7 @@ class S2STrainer:
                         loss = loss + self.transcribe_weight * ctc * (n / chars)
                 self.scaler.scale(loss).backward()
             nll_total += nll.detach().float()
-        per_codebook = nll_total / count  # (n_q,)
+        per_codebook = (nll_total / count)[:spoken]  # (spoken,)
         extra = {"ctc": ctc_total / max(chars, 1)} if transcribe else {}
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -311,8 +312,10 @@ class S2STrainer:
         if not self.val_batches:
             return {}
         out = evaluate(self.model, self.val_batches, self.device, self.cfg.micro_batch)
-        row = {"val_loss": float(out["loss"].mean()), "val_unigram_loss": float(self.unigram_loss.mean())}
-        for k in range(self.model.config.n_q):
+        spoken = self.model.config.spoken_q  # the codebooks the decoder writes
+        row = {"val_loss": float(out["loss"][:spoken].mean()),
+               "val_unigram_loss": float(self.unigram_loss[:spoken].mean())}
+        for k in range(spoken):
             row[f"val_loss_cb{k}"] = float(out["loss"][k])
             row[f"val_acc_cb{k}"] = float(out["accuracy"][k])
             row[f"val_ppl_cb{k}"] = float(math.exp(min(out["loss"][k], 50.0)))
