@@ -12,29 +12,20 @@ Measured 2026-11-22 (README, notebook 06) on the laptop run's conversations as t
 whole answers 1/16 greedy; "short" 8/16. On today's data the first 16 pairs have 4 training renditions each."""
 import sys, dataclasses, time, numpy as np, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-from s2slib.s2s.tokens import TokenCache, codec_fingerprint, tokenize_run
-from s2slib.s2s.finetune import select_sources, split_examples, AnswerTask, AnswerTrainConfig, AnswerTrainer, fixed_answer_batches
+from experiments.laptop_run import first_pairs, load_run
+from s2slib.s2s.finetune import AnswerTask, AnswerTrainConfig, AnswerTrainer, fixed_answer_batches
 from s2slib.s2s.train import checkpoint_info, load_s2s
 from s2slib.s2s.config import S2SConfig
 from s2slib.s2s.evaluate import EvalConfig, ReferenceBank, speak, _sampling, _top1, example_parts
-from s2slib.baseline import load_audio_codec
 torch.set_num_threads(2)
 run = "runs/laptop"; out, steps, nsrc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 lr = float(sys.argv[4]) if len(sys.argv) > 4 else 5e-4
 import json
 extra = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
-codec_path = f"{run}/codec/codec.pt"
-codec = load_audio_codec("course", codec_path)
-cache = TokenCache(f"{run}/tokens", codec_fingerprint(codec_path, "course"))
-tokens = tokenize_run(codec, cache, f"{run}/data")
+codec, cache, tokens = load_run(run)
 pre = f"{run}/s2s_pretrain/s2s.pt"
 config = dataclasses.replace(S2SConfig.from_dict(checkpoint_info(pre)["s2s_config"]), max_source_frames=750)
-rows = [r for rs in tokens.conversations.values() for r in rs]
-sources = select_sources(rows, 64, 0, 0)
-ex = split_examples(tokens.conversations, config.n_q, sources)
-pairs = [e for e in ex["train"] if e.kind == "pair"]
-srcids = sorted({e.source_id for e in pairs})[:nsrc]
-train = [e for e in pairs if e.source_id in srcids]
+sources, ex, train, _ = first_pairs(tokens, config.n_q, nsrc)
 import re, math
 SHORT = extra.pop("short", False)
 def first(a, mn=12):

@@ -22,40 +22,26 @@ held-out voices) but the text derailed once the free-running audio began: 1-2/16
 """
 import sys, dataclasses, time, math, numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-from s2slib.s2s.tokens import TokenCache, codec_fingerprint, tokenize_run
-from s2slib.s2s.finetune import select_sources, split_examples, AnswerTask, AnswerSampler, answer_model_config
-from s2slib.s2s.train import checkpoint_info, load_s2s
-from s2slib.s2s.config import S2SConfig
+from experiments.laptop_run import RUN, first_pairs, load_run
+from s2slib.s2s.finetune import AnswerTask, AnswerSampler, answer_model_config
+from s2slib.s2s.train import load_s2s
 from s2slib.s2s.model import S2SModel, codebook_losses, transcription_loss
 from s2slib.s2s.delay import IGNORE
 from s2slib.s2s.transcript import text_ids, ids_text
-from s2slib.s2s.evaluate import EvalConfig, ReferenceBank, _top1, example_parts
+from s2slib.s2s.evaluate import ReferenceBank, _top1, example_parts
 from s2slib.s2s.generate import SamplingConfig, mask_eos, delay_step, sample
-from s2slib.baseline import load_audio_codec
 steps, nsrc, text_w, lead = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(int(sys.argv[5]) if len(sys.argv) > 5 else 2); torch.manual_seed(0)
 nq_out = int(sys.argv[6]) if len(sys.argv) > 6 else 8
-run = "runs/laptop"
-codec_path = f"{run}/codec/codec.pt"
-codec = load_audio_codec("course", codec_path)
-cache = TokenCache(f"{run}/tokens", codec_fingerprint(codec_path, "course"))
-tokens = tokenize_run(codec, cache, f"{run}/data")
-pre = f"{run}/s2s_pretrain/s2s.pt"
-base = load_s2s(pre)
-config = dataclasses.replace(base.config, max_source_frames=750)
+codec, cache, tokens = load_run()
+base = load_s2s(f"{RUN}/s2s_pretrain/s2s.pt")
 task = AnswerTask()
-config = answer_model_config(config, task)
+config = answer_model_config(dataclasses.replace(base.config, max_source_frames=750), task)
 model = S2SModel(config)
-missing, unexpected = model.load_state_dict(base.state_dict(), strict=False); print("missing", missing)
-model.set_codec_latent(cache.latent_table()) if hasattr(cache, "latent_table") else None
-rows = [r for rs in tokens.conversations.values() for r in rs]
-sources = select_sources(rows, 64, 0, 0)
-ex = split_examples(tokens.conversations, config.n_q, sources)
-pairs = [e for e in ex["train"] if e.kind == "pair"]
-srcids = sorted({e.source_id for e in pairs})[:nsrc]
-train = [e for e in pairs if e.source_id in srcids]
-test = [e for e in ex["test"] if e.kind == "pair" and e.source_id in srcids]
-TV = 130; T_EOS, T_PAD, T_BOS = 130, 131, 132
+model.load_state_dict(base.state_dict(), strict=False)  # the transcription head starts fresh
+model.set_codec_latent(cache.latent_table())
+_, ex, train, test = first_pairs(tokens, config.n_q, nsrc)
+T_EOS, T_PAD, T_BOS = 130, 131, 132
 text_embed = nn.Embedding(133, config.d_model); nn.init.normal_(text_embed.weight, std=config.d_model ** -0.5)
 text_head = nn.Linear(config.d_model, 131)
 params = list(model.parameters()) + list(text_embed.parameters()) + list(text_head.parameters())

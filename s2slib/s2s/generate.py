@@ -144,12 +144,11 @@ def generate_frames(model: S2SModel, src: Tensor, speaker: str | None | Sequence
     memory, keep = model.encode(src, src_lengths)
     state = model.start(memory, keep, _labels(model, speaker, B, "speaker").to(device),
                         _labels(model, emotion, B, "emotion").to(device), max_steps=cfg.max_frames + n_q + 1)
-    k = torch.arange(n_q, device=device)  # (n_q,)
+    spoken = c.spoken_q
+    k = torch.arange(spoken, device=device)  # the codebooks a frame is made of
     end = torch.full((B,), -1, dtype=torch.long, device=device)  # frame at which each item's EOS fell (-1: not yet)
     tokens = torch.full((B, n_q, 0), c.pad_id, dtype=torch.long, device=device)  # every step's tokens (B, n_q, t)
     step_input = torch.full((B, n_q, 1), c.bos_id, dtype=torch.long, device=device)
-    spoken = c.spoken_q
-    k = k[:spoken]
     for t in range(cfg.max_frames + n_q):
         logits = model.step(step_input, state)[:, :, -1]  # (B, n_q, V)
         steps = torch.full((B,), t, dtype=torch.long, device=device)
