@@ -186,6 +186,24 @@ def test_fewer_agent_voices_per_pair_keep_the_test_voice_among_the_trained_ones(
         plan_pairs(pairs, voices, list(synth.USER_VOICES), agent_voices_per_pair=-1)
 
 
+def test_dialogue_renditions_have_several_users_and_one_agent_voice():
+    dialogues = text.load_dialogues()[:6]
+    voices = sorted(synth.AGENT_VOICES)
+    users = list(synth.USER_VOICES)
+    plan = plan_dialogues(dialogues, voices, users, n_heldout_users=2, renditions=4, val_fraction=0.3,
+                          agent_voices_per_dialogue=1)
+    for dlg in dialogues:
+        mine = [c for c in plan if c.source_id == dlg.id]
+        train = [c for c in mine if c.split == "train"]
+        assert len(train) == 4 and len({c.turns[0].speaker for c in train}) == 4
+        assert all(c.turns[0].speaker in users[:-2] for c in train)
+        assert [c for c in mine if c.split == "test"][0].turns[0].speaker in users[-2:]
+        agents = {t.speaker for c in mine for t in c.turns if t.role == "agent"}
+        assert len(agents) == 1 and [t.text for t in mine[0].turns] == [t.text for t in dlg.turns]
+    # the default stays one rendition per dialogue, its agent voices rotating over all four
+    assert len([c for c in plan_dialogues(dialogues, voices, users, 2, val_fraction=0.0) if c.split == "train"]) == 6
+
+
 def test_answers_cut_to_their_first_sentence_and_said_the_same_way_each_time(tmp_path):
     assert text.first_sentences("అవునా! పుట్టినరోజు శుభాకాంక్షలు! ఈ ఏడాదంతా బాగుండాలి.", 1) == (
         "అవునా! పుట్టినరోజు శుభాకాంక్షలు!")  # a short exclamation joins the next sentence

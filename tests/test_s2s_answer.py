@@ -119,6 +119,16 @@ def test_answer_examples_carry_history_labels_and_follow_ups(tmp_path):
         answer_examples([{k: v for k, v in rows[0].items() if k != "kind"}], CONFIG.n_q)
 
 
+def test_select_sources_keeps_the_dialogues_that_measure_context(tmp_path):
+    rows = conversation_rows(tmp_path, n_dialogues=4)
+    plain = {"dlg_1", "dlg_3"}  # these two lose their follow-up: nothing in them needs an earlier turn
+    rows = [{**r, "depends_on": None} if r["source_id"] in plain else r for r in rows]
+    for seed in range(4):  # whatever the hash order, the dialogues with follow-ups come first
+        assert select_sources(rows, n_pairs=1, n_dialogues=2, seed=seed) - {f"qa_{p}" for p in range(6)} \
+            == {"dlg_0", "dlg_2"}
+    assert {"dlg_0", "dlg_1", "dlg_2", "dlg_3"} <= select_sources(rows, n_dialogues=0)
+
+
 def test_answer_batches_put_history_in_the_source_and_are_pure(tmp_path):
     examples = answer_examples(conversation_rows(tmp_path), CONFIG.n_q)
     sampler = AnswerSampler(examples, CONFIG, 4, AnswerTask(max_answer_frames=8), seed=2)
@@ -128,6 +138,47 @@ def test_answer_batches_put_history_in_the_source_and_are_pure(tmp_path):
     batch = AnswerSampler([follow], CONFIG, 1, AnswerTask()).batch(0)
     assert int(batch.src_lengths[0]) == 5 + 1 + 4 + 1 + 5  # turn 0, separator, turn 1, separator, question
     assert int(batch.speaker[0]) == CONFIG.speaker_index("Priya")
+
+
+def test_a_batch_holds_one_kind_and_kinds_come_in_proportion(tmp_path):
+    examples = answer_examples(conversation_rows(tmp_path, n_pairs=6, n_dialogues=2), CONFIG.n_q)  # 6 pairs, 4 turns
+    sampler = AnswerSampler(examples, CONFIG, 4, AnswerTask(max_answer_frames=8), seed=0)
+    kinds = [{e.kind for e in sampler.draw(step)[0]} for step in range(500)]
+    assert all(len(k) == 1 for k in kinds)  # a batch of pairs is never padded to a dialogue's history
+    share = sum(k == {"pair"} for k in kinds) / len(kinds)
+    assert 0.52 < share < 0.68, share  # 6 of the 10 examples are pairs: each example as likely as before
+    drawn = [e.id for step in range(500) for e in sampler.draw(step)[0]]
+    assert set(drawn) == {e.id for e in examples}
+
+
+def test_pair_batches_asked_after_other_pairs_exchanges(tmp_path):
+    examples = answer_examples(conversation_rows(tmp_path, n_pairs=6, n_dialogues=2), CONFIG.n_q)
+    pairs = [e for e in examples if e.kind == "pair"]
+    task = AnswerTask(max_answer_frames=8, pair_history=0.5, pair_history_turns=2)
+    sampler = AnswerSampler(examples, CONFIG, 4, task, seed=1)
+    with_history = alone = 0
+    for step in range(300):
+        chosen, _ = sampler.draw(step)
+        if chosen[0].kind == "dialogue":
+            continue
+        if not chosen[0].history:
+            assert all(not e.history for e in chosen)  # the whole batch, or none of it
+            alone += 1
+            continue
+        with_history += 1
+        for ex in chosen:
+            n = len(ex.history) // 2
+            assert 1 <= n <= 2 and ex.history_roles == ["user", "agent"] * n
+            for k in range(n):  # another pair's question followed by that pair's answer, never its own
+                other = next(o for o in pairs if o.user is ex.history[2 * k])
+                assert other.source_id != ex.source_id and ex.history[2 * k + 1] is other.answer
+    assert 0.35 < with_history / (with_history + alone) < 0.65
+    a, b = sampler.batch(7), sampler.batch(7)
+    assert torch.equal(a.src, b.src) and torch.equal(a.inputs, b.inputs)  # still pure: exact resume
+    plain = AnswerSampler(examples, CONFIG, 4, AnswerTask(), seed=1)
+    assert all(not e.history for step in range(50) for e in plain.draw(step)[0] if e.kind == "pair")
+    with pytest.raises(ValueError, match="pair_history"):
+        AnswerTask(pair_history=1.5)
 
 
 def test_input_dropout_hides_only_answer_codes_and_is_pure(tmp_path):

@@ -13,10 +13,11 @@ from s2slib.codec.config import CodecConfig
 from s2slib.codec.model import Codec
 from s2slib.s2s.batching import BatchedDecoder, start_stream
 from s2slib.s2s.config import S2SConfig
-from s2slib.s2s.context import source_codes
+from s2slib.s2s.context import ConversationContext, source_codes
 from s2slib.s2s.data import collate
 from s2slib.s2s.delay import IGNORE
-from s2slib.s2s.finetune import AnswerTask, AnswerTrainer, answer_examples, answer_model_config
+from s2slib.s2s.finetune import (AnswerExample, AnswerTask, AnswerTrainer, answer_examples, answer_model_config,
+                                 example_parts)
 from s2slib.s2s.frontend import LatentInput
 from s2slib.s2s.generate import SamplingConfig, generate, generate_frames, generate_streaming
 from s2slib.s2s.model import S2SModel
@@ -124,6 +125,26 @@ def test_an_answer_of_fewer_codebooks_comes_back_as_context_with_its_finer_level
     same = ids.clone()
     same[0, 2:, :6] = 0
     torch.testing.assert_close(latent(same, keep)[0][0, :6], x[0, :6])
+
+
+def test_an_agent_turn_from_the_data_enters_the_source_with_only_the_spoken_codebooks(tmp_path):
+    c = S2SConfig.smoke(n_q=4, codebook_size=32, speak_q=2)
+    rng = np.random.default_rng(1)
+    user, agent, question = rng.integers(0, 32, (4, 5)), rng.integers(0, 32, (4, 6)), rng.integers(0, 32, (4, 3))
+    src = source_codes([user, agent], question, c, ["user", "agent"])
+    assert (src[:, :5] == user).all()  # the user's turn keeps every level
+    assert (src[:2, 6:12] == agent[:2]).all() and (src[2:, 6:12] == c.pad_id).all()
+    assert (source_codes([user, agent], question, c)[:, 6:12] == agent).all()  # without roles: as given
+    # the live context and the training examples build the same source
+    ctx = ConversationContext()
+    ctx.append("user", user)
+    ctx.append("agent", agent, speaker="Priya")
+    assert (ctx.source(question, c) == src).all()
+    example = AnswerExample("d/turn3", "d", "dialogue", "d", 3, [user, agent], question, agent, "Priya", None,
+                            history_roles=["user", "agent"])
+    assert (example_parts(example, c, AnswerTask())[0] == src).all()
+    with pytest.raises(ValueError, match="roles"):
+        source_codes([user, agent], question, c, ["user"])
 
 
 def test_fine_tuning_to_speak_two_codebooks_learns_them_and_reports_only_them(tmp_path):

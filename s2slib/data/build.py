@@ -66,11 +66,15 @@ class DataConfig:
     qa_renditions: int = 2  # training user voices per pair (plus one held-out voice for test); the agent voice
     # rotates over the renditions, so 4 or more give every pair's answer in all four agent voices
     agent_voices_per_pair: int = 0  # agent voices that say each pair's answer (0: all four, given 4 renditions). 1:
-    # each answer in one voice, heard by every training user: fewer distinct answers to learn (the laptop profile)
+    # each answer in one voice, heard by every training user: fewer distinct answers to learn (the laptop profile).
+    # Dialogues follow the same rule over their renditions
     answer_sentences: int = 0  # agent turns cut to their first sentences (text.first_sentences; 0: whole answers)
     agent_jitter: bool = False  # False: the agent says a sentence the same way every time (one consistent voice per
     # agent, as a deployed voice would); users' turns always vary in pitch and rate
     n_dialogues: int = 0  # dialogues to synthesize (0 = all)
+    dialogue_renditions: int = 1  # training user voices per dialogue (plus one held-out voice for test); the agent
+    # voices rotate as for the pairs (agent_voices_per_pair). More renditions: each dialogue turn is heard as often as
+    # a pair's answer, from several users
     n_heldout_users: int = 2  # user voices never used in training (conversation test split)
     conversation_val_fraction: float = 0.1  # pairs/dialogues also spoken by one more training voice for validation
     max_real_clips: int = 0  # bundled real clips to use (0 = all 45)
@@ -277,8 +281,8 @@ def build_dataset(run: RunDir, cfg: DataConfig, progress: bool = True) -> DataBu
         pairs, dialogues = shorter_answers(pairs, dialogues, cfg.answer_sentences)
     convs = plan_pairs(pairs, voices_agent, voices_user, cfg.n_heldout_users, cfg.qa_renditions,
                        cfg.conversation_val_fraction, cfg.seed, cfg.agent_voices_per_pair)
-    convs += plan_dialogues(dialogues, voices_agent, voices_user, cfg.n_heldout_users, 1,
-                            cfg.conversation_val_fraction, cfg.seed)
+    convs += plan_dialogues(dialogues, voices_agent, voices_user, cfg.n_heldout_users, cfg.dialogue_renditions,
+                            cfg.conversation_val_fraction, cfg.seed, cfg.agent_voices_per_pair)
     convs, conv_rejects = synthesize_conversations(convs, cfg, processed, progress)
     conversations = write_conversations(out / "conversations", convs)
 

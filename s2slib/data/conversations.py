@@ -125,12 +125,15 @@ def plan_dialogues(
     renditions: int = 1,
     val_fraction: float = 0.1,
     seed: int = 0,
+    agent_voices_per_dialogue: int = 0,
 ) -> list[Conversation]:
-    """Plan who speaks each dialogue (``s2slib.data.text.Dialogue``); one user and one agent voice per rendition."""
+    """Plan who speaks each dialogue (``s2slib.data.text.Dialogue``); one user and one agent voice per rendition,
+    ``renditions`` training users, and the agent voice rotating over ``agent_voices_per_dialogue`` voices (0: all of
+    them; 1: every user talks to the same agent voice, so the agent's turns are the same audio in every rendition)."""
     plan = []
     for dlg in dialogues:
         for split, user, agent in _speakers(dlg.id, agent_voices, user_voices, n_heldout_users, renditions,
-                                            val_fraction, seed):
+                                            val_fraction, seed, agent_voices_per_dialogue):
             turns = [
                 SpokenTurn(t.role, t.text, user if t.role == "user" else agent,
                            emotion=t.emotion if t.role == "agent" else None, depends_on=t.depends_on)

@@ -116,7 +116,8 @@ def _finetune(args: argparse.Namespace) -> int:
     train_cfg = AnswerTrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                   answer=AnswerTask(max_answer_frames=int(args.max_answer_s * config.frame_rate),
                                                     transcribe_weight=args.transcribe_weight,
-                                                    speak_q=args.speak_q))
+                                                    speak_q=args.speak_q, pair_history=args.pair_history,
+                                                    pair_history_turns=args.pair_history_turns))
     trainer = AnswerTrainer(config, train_cfg, examples["train"], examples["val"],
                             Path(args.out) if args.out else run / "s2s_answer", pretrained=pretrained,
                             device=args.device, codec_fingerprint=cache.fingerprint, sources=sources)
@@ -250,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="weight of the encoder's auxiliary transcription (CTC) loss on the question's words (0: off)")
     f.add_argument("--speak-q", type=int, default=0,
                    help="codebooks the fine-tuned model speaks, coarse to fine (0: all; the codec decodes those alone)")
+    f.add_argument("--pair-history", type=float, default=0.0,
+                   help="share of the pair batches asked after earlier exchanges of other pairs (0: none)")
+    f.add_argument("--pair-history-turns", type=int, default=AnswerTask.pair_history_turns,
+                   help="most earlier exchanges such a pair gets")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", help="default: <run>/s2s_answer")
     f.add_argument("--device", default="auto")

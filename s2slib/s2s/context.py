@@ -98,12 +98,18 @@ def question_frames(frames: int, config: S2SConfig) -> int:
     return min(frames, limit) if limit else frames
 
 
-def source_codes(history: list[np.ndarray], user: np.ndarray, config: S2SConfig) -> np.ndarray:
+def source_codes(history: list[np.ndarray], user: np.ndarray, config: S2SConfig,
+                 roles: list[str] | None = None) -> np.ndarray:
     """The encoder input for one answer: earlier turns' codes ``history`` (oldest first; an earlier answer may have
     fewer levels, see :func:`_with_levels`) and the user's new turn ``user`` (each ``int[n_q, F]``), joined with
     separator frames, fitted to ``config.max_source_frames`` (module
-    docstring) -> ``int64[n_q, S]``."""
+    docstring) -> ``int64[n_q, S]``. ``roles`` (one per earlier turn): the agent's turns keep only the codebooks the
+    model speaks (``config.spoken_q``), so an answer from the data reads as one the model said itself."""
     n_q, limit = config.n_q, config.max_source_frames
+    if roles is not None:
+        if len(roles) != len(history):
+            raise ValueError(f"{len(roles)} roles for {len(history)} earlier turns")
+        history = [_check_codes(h)[: config.spoken_q] if r == "agent" else h for h, r in zip(history, roles)]
     user = _check_codes(user, n_q)[:n_q]
     user = user[:, user.shape[1] - question_frames(user.shape[1], config):]
     segments, total = [user], user.shape[1]
@@ -152,7 +158,7 @@ class ConversationContext:
 
     def source(self, user: np.ndarray, config: S2SConfig) -> np.ndarray:
         """The encoder input for answering ``user`` (``int[n_q, F]``) after the remembered turns: :func:`source_codes`."""
-        return source_codes([t.codes for t in self._turns], user, config)
+        return source_codes([t.codes for t in self._turns], user, config, [t.role for t in self._turns])
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

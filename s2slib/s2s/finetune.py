@@ -56,6 +56,8 @@ class AnswerExample:
     text: str = ""
     user_text: str = ""
     user_speaker: str = ""
+    history_roles: list[str] = field(default_factory=list)  # "user" / "agent" for each earlier turn
+
 
     @property
     def codes(self) -> np.ndarray:
@@ -65,11 +67,17 @@ class AnswerExample:
 
 def select_sources(rows: list[dict], n_pairs: int = 0, n_dialogues: int = 0, seed: int = 0) -> set[str]:
     """The written pairs and dialogues a profile works with: ``n_pairs`` pairs and ``n_dialogues`` dialogues (0: all)
-    drawn by a hash of their id, so every split and every machine picks the same ones."""
+    drawn by a hash of their id, so every split and every machine picks the same ones. Dialogues with more
+    context-dependent follow-ups (turns with ``depends_on``) come first: a budget that keeps a few dialogues keeps
+    the ones that measure context."""
+    followups: dict[str, set] = {}
+    for r in rows:
+        if r.get("kind") == "dialogue" and r.get("depends_on") is not None:
+            followups.setdefault(r["source_id"], set()).add(r.get("turn"))
     chosen: set[str] = set()
     for kind, n in (("pair", n_pairs), ("dialogue", n_dialogues)):
         ids = sorted({r["source_id"] for r in rows if r.get("kind") == kind},
-                     key=lambda i: stable_fraction(f"select:{i}", seed))
+                     key=lambda i: (-len(followups.get(i, ())), stable_fraction(f"select:{i}", seed)))
         chosen.update(ids if n <= 0 else ids[:n])
     return chosen
 
@@ -107,12 +115,14 @@ def answer_examples(rows: list[dict], n_q: int, max_turns: int = DEFAULT_MAX_TUR
             user = turns[k - 1]
             if user["role"] != "user":
                 continue
-            history = [codes(turns[j]) for j in range(max(0, k - 1 - max_turns), k - 1)]
+            earlier = range(max(0, k - 1 - max_turns), k - 1)
+            history = [codes(turns[j]) for j in earlier]
             out.append(AnswerExample(
                 id=row["id"], conversation=conv_id, kind=row["kind"], source_id=row["source_id"], turn=k,
                 history=history, user=codes(user), answer=codes(row), speaker=row["speaker"],
                 emotion=row.get("emotion"), depends_on=row.get("depends_on"), text=row.get("text") or "",
-                user_text=user.get("text") or "", user_speaker=user.get("speaker") or ""))
+                user_text=user.get("text") or "", user_speaker=user.get("speaker") or "",
+                history_roles=[turns[j]["role"] for j in earlier]))
     return sorted(out, key=lambda e: e.id)
 
 
@@ -137,7 +147,14 @@ class AnswerTask:
     # (s2slib.s2s.transcript); 0 turns it and the model's transcription head off
     speak_q: int = 0  # codebooks the fine-tuned decoder speaks (S2SConfig.speak_q; 0: all). Measured on 16 pairs, one
     # agent voice per answer, 300 steps: with all 8, greedy answers to held-out voices 15/16 right but 6/16 at
-    # temperature 0.7; with 2 (1 kbps), 14/16 at both, and the first codebook's loss 0.08 against 0.34 at step 200
+    # temperature 0.7; with 2 (1 kbps), 14/16 at both, and the first codebook's loss 0.08 against 0.34 at step 200.
+    # The agent's earlier answers in the encoder's input then hold those codebooks too, as the live agent's do
+    pair_history: float = 0.0  # share of the training batches of pairs asked after earlier exchanges of other pairs (a
+    # question and its answer each, 1 to pair_history_turns of them): a question asked alone is the only thing a model trained
+    # on lone pairs has seen, and in a live conversation every question after the first has turns before it.
+    # Measured with the laptop model trained on lone pairs: 36/64 held-out questions answered right asked alone,
+    # 16/64 after one unrelated exchange, 12/64 after four
+    pair_history_turns: int = 2  # most earlier exchanges such a pair gets
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.input_dropout < 1.0:
@@ -148,14 +165,21 @@ class AnswerTask:
             raise ValueError(f"AnswerTask.transcribe_weight must be >= 0, got {self.transcribe_weight}")
         if self.speak_q < 0:
             raise ValueError(f"AnswerTask.speak_q must be >= 0 (0: every codebook), got {self.speak_q}")
+        if not 0.0 <= self.pair_history <= 1.0:
+            raise ValueError(f"AnswerTask.pair_history must lie in [0, 1], got {self.pair_history}")
+        if self.pair_history_turns < 1:
+            raise ValueError(f"AnswerTask.pair_history_turns must be >= 1, got {self.pair_history_turns}")
 
 
 def example_parts(example: AnswerExample, config: S2SConfig, task: AnswerTask, with_history: bool = True,
                   ) -> tuple[np.ndarray, np.ndarray, bool]:
     """``(source, target answer, ends)`` for one example: the encoder input (with or without the earlier turns) and
-    the answer cropped to ``task.max_answer_frames`` (``ends``: it was not cropped, so EOS follows)."""
+    the answer cropped to ``task.max_answer_frames`` (``ends``: it was not cropped, so EOS follows). The agent's
+    earlier answers keep only the codebooks the model speaks (``config.spoken_q``), as a live conversation holds
+    them."""
     history = example.history[-task.max_turns:] if with_history and task.max_turns else []
-    src = source_codes(history, example.user, config)
+    roles = example.history_roles[len(example.history_roles) - len(history):] if example.history_roles else None
+    src = source_codes(history, example.user, config, roles)
     answer = example.answer[:, : task.max_answer_frames]
     return src, answer, answer.shape[1] == example.answer.shape[1]
 
@@ -184,20 +208,52 @@ def with_transcripts(batch: Batch, examples: list[AnswerExample], config: S2SCon
 
 
 class AnswerSampler(ContinuationSampler):
-    """Draws fine-tuning batches of :class:`AnswerExample` (stage 1's sampler with another example);
-    ``batch(step, rank)`` is a pure function of ``(seed, step, rank)``."""
+    """Draws fine-tuning batches of :class:`AnswerExample`; ``batch(step, rank)`` is a pure function of
+    ``(seed, step, rank)``.
+
+    A batch holds examples of one kind, pairs or dialogue turns, the kind drawn in proportion to how many examples it
+    has, so every example is still drawn as often as under uniform draws; a batch of short pairs is then not padded
+    to the length of a dialogue's earlier turns (measured at the laptop profile: a batch of pairs takes about 1 s, one
+    of dialogue turns with 25 s of context about 3 s). With ``task.pair_history``, a share of the pair batches is
+    asked after earlier exchanges (:meth:`after_other_pairs`)."""
 
     empty_message = ("no conversation examples to fine-tune on: notebook 01 writes the conversations and notebook 05 "
                      "(or s2slib.s2s.tokens.tokenize_run) tokenizes them")
 
+    def __init__(self, items: list, config: S2SConfig, batch_size: int, task, seed: int = 0):
+        super().__init__(items, config, batch_size, task, seed)
+        self.groups = [[e for e in items if e.kind == kind] for kind in sorted({e.kind for e in items})]
+        self.pairs = [e for e in items if e.kind == "pair"]
+
     def example(self, ex: AnswerExample, rng: np.random.Generator) -> tuple:
         return _labelled(ex, self.config, self.task, rng)
+
+    def after_other_pairs(self, ex: AnswerExample, rng: np.random.Generator) -> AnswerExample:
+        """Pair ``ex`` asked after 1 to ``task.pair_history_turns`` exchanges of other written pairs (their questions
+        and answers as the earlier turns)."""
+        others = [i for i, o in enumerate(self.pairs) if o.source_id != ex.source_id]
+        n = min(int(rng.integers(1, self.task.pair_history_turns + 1)), len(others))
+        chosen = [self.pairs[others[i]] for i in rng.choice(len(others), size=n, replace=False)]
+        return dataclasses.replace(ex, history=[c for o in chosen for c in (o.user, o.answer)],
+                                   history_roles=["user", "agent"] * n)
+
+    def draw(self, step: int, rank: int = 0) -> tuple[list[AnswerExample], np.random.Generator]:
+        """The examples of batch ``step`` (earlier exchanges added where drawn) and the generator that labels them."""
+        rng = np.random.default_rng([self.seed, step, rank])
+        sizes = np.array([len(g) for g in self.groups], dtype=float)
+        group = self.groups[int(rng.choice(len(sizes), p=sizes / sizes.sum()))]
+        chosen = [group[i] for i in rng.integers(0, len(group), self.batch_size)]
+        if (self.task.pair_history > 0 and chosen[0].kind == "pair" and len(self.pairs) > 1
+                and rng.random() < self.task.pair_history):
+            chosen = [self.after_other_pairs(ex, rng) for ex in chosen]
+        return chosen, rng
 
     def collate(self, items: list, parts: list[tuple]) -> Batch:
         return with_transcripts(super().collate(items, parts), items, self.config)
 
     def batch(self, step: int, rank: int = 0) -> Batch:
-        b = super().batch(step, rank)
+        chosen, rng = self.draw(step, rank)
+        b = self.collate(chosen, [self.example(ex, rng) for ex in chosen])
         p = self.task.input_dropout
         if p > 0:
             rng = np.random.default_rng([self.seed, step, rank, 1])
