@@ -149,6 +149,16 @@ def test_a_batch_holds_one_kind_and_kinds_come_in_proportion(tmp_path):
     assert 0.52 < share < 0.68, share  # 6 of the 10 examples are pairs: each example as likely as before
     drawn = [e.id for step in range(500) for e in sampler.draw(step)[0]]
     assert set(drawn) == {e.id for e in examples}
+    # split by length as well: a batch's examples come from one half of its kind's lengths
+    halves = AnswerSampler(examples, CONFIG, 4, AnswerTask(max_answer_frames=8, length_buckets=2), seed=0)
+    assert len(halves.groups) == 4 and sorted(len(g) for g in halves.groups) == [2, 2, 3, 3]
+    for step in range(100):
+        chosen = halves.draw(step)[0]
+        assert any({e.id for e in chosen} <= {e.id for e in g} for g in halves.groups)
+    short, long_ = (g for g in halves.groups if g[0].kind == "pair")
+    assert max(map(halves.frames, short)) <= min(map(halves.frames, long_))
+    with pytest.raises(ValueError, match="length_buckets"):
+        AnswerTask(length_buckets=0)
 
 
 def test_pair_batches_asked_after_other_pairs_exchanges(tmp_path):

@@ -117,7 +117,8 @@ def _finetune(args: argparse.Namespace) -> int:
                                   answer=AnswerTask(max_answer_frames=int(args.max_answer_s * config.frame_rate),
                                                     transcribe_weight=args.transcribe_weight,
                                                     speak_q=args.speak_q, pair_history=args.pair_history,
-                                                    pair_history_turns=args.pair_history_turns))
+                                                    pair_history_turns=args.pair_history_turns,
+                                                    length_buckets=args.length_buckets))
     trainer = AnswerTrainer(config, train_cfg, examples["train"], examples["val"],
                             Path(args.out) if args.out else run / "s2s_answer", pretrained=pretrained,
                             device=args.device, codec_fingerprint=cache.fingerprint, sources=sources)
@@ -255,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="share of the pair batches asked after earlier exchanges of other pairs (0: none)")
     f.add_argument("--pair-history-turns", type=int, default=AnswerTask.pair_history_turns,
                    help="most earlier exchanges such a pair gets")
+    f.add_argument("--length-buckets", type=int, default=1,
+                   help="batches drawn from this many length ranges per kind of example (less padding)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", help="default: <run>/s2s_answer")
     f.add_argument("--device", default="auto")

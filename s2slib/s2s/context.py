@@ -158,7 +158,8 @@ class ConversationContext:
 
     def source(self, user: np.ndarray, config: S2SConfig) -> np.ndarray:
         """The encoder input for answering ``user`` (``int[n_q, F]``) after the remembered turns: :func:`source_codes`."""
-        return source_codes([t.codes for t in self._turns], user, config, [t.role for t in self._turns])
+        turns = self._turns
+        return source_codes([t.codes for t in turns], user, config, [t.role for t in turns])
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -58,7 +58,6 @@ class AnswerExample:
     user_speaker: str = ""
     history_roles: list[str] = field(default_factory=list)  # "user" / "agent" for each earlier turn
 
-
     @property
     def codes(self) -> np.ndarray:
         """The target codes (what :func:`s2slib.s2s.train.unigram_counts` counts)."""
@@ -149,12 +148,17 @@ class AnswerTask:
     # agent voice per answer, 300 steps: with all 8, greedy answers to held-out voices 15/16 right but 6/16 at
     # temperature 0.7; with 2 (1 kbps), 14/16 at both, and the first codebook's loss 0.08 against 0.34 at step 200.
     # The agent's earlier answers in the encoder's input then hold those codebooks too, as the live agent's do
-    pair_history: float = 0.0  # share of the training batches of pairs asked after earlier exchanges of other pairs (a
-    # question and its answer each, 1 to pair_history_turns of them): a question asked alone is the only thing a model trained
-    # on lone pairs has seen, and in a live conversation every question after the first has turns before it.
-    # Measured with the laptop model trained on lone pairs: 36/64 held-out questions answered right asked alone,
-    # 16/64 after one unrelated exchange, 12/64 after four
+    pair_history: float = 0.0  # share of the training batches of pairs asked after earlier exchanges of other pairs
+    # (a question and its answer each, 1 to pair_history_turns of them): a model trained on lone pairs has only seen
+    # questions asked alone, and in a live conversation every question after the first has turns before it. Measured
+    # on the 64 held-out laptop questions, asked alone / after one unrelated exchange / after four: 36, 16 and 12
+    # right trained on lone pairs; 37, 18 and 16 with 0.2 (notebook 06, 1,150 steps): a small gain
     pair_history_turns: int = 2  # most earlier exchanges such a pair gets
+    length_buckets: int = 1  # each kind of example split by length (encoder input plus answer) into this many
+    # buckets, a batch drawn from one: less padding. Measured at the laptop profile (notebook 06, 1,150 steps): 4
+    # buckets pad a batch to 1.32 times its frames instead of 1.61 and made fine-tuning 21.9 min instead of 28.8, but
+    # the model learnt less in those steps (training loss 0.034 against 0.014; response top-1 23/64 against 37/64,
+    # context 3/13 with and without). Off by default
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.input_dropout < 1.0:
@@ -169,6 +173,8 @@ class AnswerTask:
             raise ValueError(f"AnswerTask.pair_history must lie in [0, 1], got {self.pair_history}")
         if self.pair_history_turns < 1:
             raise ValueError(f"AnswerTask.pair_history_turns must be >= 1, got {self.pair_history_turns}")
+        if self.length_buckets < 1:
+            raise ValueError(f"AnswerTask.length_buckets must be >= 1, got {self.length_buckets}")
 
 
 def example_parts(example: AnswerExample, config: S2SConfig, task: AnswerTask, with_history: bool = True,
@@ -211,19 +217,31 @@ class AnswerSampler(ContinuationSampler):
     """Draws fine-tuning batches of :class:`AnswerExample`; ``batch(step, rank)`` is a pure function of
     ``(seed, step, rank)``.
 
-    A batch holds examples of one kind, pairs or dialogue turns, the kind drawn in proportion to how many examples it
-    has, so every example is still drawn as often as under uniform draws; a batch of short pairs is then not padded
-    to the length of a dialogue's earlier turns (measured at the laptop profile: a batch of pairs takes about 1 s, one
-    of dialogue turns with 25 s of context about 3 s). With ``task.pair_history``, a share of the pair batches is
-    asked after earlier exchanges (:meth:`after_other_pairs`)."""
+    A batch holds examples of one group: one kind (pairs or dialogue turns) and, with ``task.length_buckets``, one
+    range of lengths. The group is drawn in proportion to how many examples it has, so every example is still drawn
+    as often as under uniform draws; a batch of short pairs is then not padded to the length of a dialogue's earlier
+    turns (measured at the laptop profile: a batch of pairs takes about 1 s, one of dialogue turns with 25 s of
+    context about 3 s). With ``task.pair_history``, a share of the pair batches is asked after earlier exchanges
+    (:meth:`after_other_pairs`)."""
 
     empty_message = ("no conversation examples to fine-tune on: notebook 01 writes the conversations and notebook 05 "
                      "(or s2slib.s2s.tokens.tokenize_run) tokenizes them")
 
     def __init__(self, items: list, config: S2SConfig, batch_size: int, task, seed: int = 0):
         super().__init__(items, config, batch_size, task, seed)
-        self.groups = [[e for e in items if e.kind == kind] for kind in sorted({e.kind for e in items})]
+        self.groups = []
+        for kind in sorted({e.kind for e in items}):
+            mine = [e for e in items if e.kind == kind]
+            if task.length_buckets > 1:
+                mine.sort(key=lambda e: (self.frames(e), e.id))
+            self.groups += [[mine[i] for i in chunk] for chunk in np.array_split(np.arange(len(mine)),
+                                                                                 task.length_buckets) if len(chunk)]
         self.pairs = [e for e in items if e.kind == "pair"]
+
+    def frames(self, ex: AnswerExample) -> int:
+        """How long ``ex`` is to the model: its encoder input and its (cropped) answer, in frames."""
+        src, answer, _ = example_parts(ex, self.config, self.task)
+        return src.shape[1] + answer.shape[1]
 
     def example(self, ex: AnswerExample, rng: np.random.Generator) -> tuple:
         return _labelled(ex, self.config, self.task, rng)
