@@ -106,15 +106,16 @@ def source_codes(history: list[np.ndarray], user: np.ndarray, config: S2SConfig,
     docstring) -> ``int64[n_q, S]``. ``roles`` (one per earlier turn): the agent's turns keep only the codebooks the
     model speaks (``config.spoken_q``), so an answer from the data reads as one the model said itself."""
     n_q, limit = config.n_q, config.max_source_frames
-    if roles is not None:
-        if len(roles) != len(history):
-            raise ValueError(f"{len(roles)} roles for {len(history)} earlier turns")
-        history = [_check_codes(h)[: config.spoken_q] if r == "agent" else h for h, r in zip(history, roles)]
+    if roles is None:
+        roles = [None] * len(history)
+    elif len(roles) != len(history):
+        raise ValueError(f"{len(roles)} roles for {len(history)} earlier turns")
     user = _check_codes(user, n_q)[:n_q]
     user = user[:, user.shape[1] - question_frames(user.shape[1], config):]
     segments, total = [user], user.shape[1]
-    for codes in reversed(history):  # newest first, until the next one would not fit
-        codes = _with_levels(_check_codes(codes), n_q, config.pad_id)
+    for codes, role in zip(reversed(history), reversed(roles)):  # newest first, until the next one would not fit
+        codes = _check_codes(codes)
+        codes = _with_levels(codes[: config.spoken_q] if role == "agent" else codes, n_q, config.pad_id)
         if limit and total + codes.shape[1] + 1 > limit:
             break
         segments.insert(0, codes)

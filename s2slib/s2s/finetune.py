@@ -236,6 +236,8 @@ class AnswerSampler(ContinuationSampler):
                 mine.sort(key=lambda e: (self.frames(e), e.id))
             self.groups += [[mine[i] for i in chunk] for chunk in np.array_split(np.arange(len(mine)),
                                                                                  task.length_buckets) if len(chunk)]
+        sizes = np.array([len(g) for g in self.groups], dtype=float)
+        self.group_share = sizes / sizes.sum()  # a group is drawn as often as its examples together
         self.pairs = [e for e in items if e.kind == "pair"]
 
     def frames(self, ex: AnswerExample) -> int:
@@ -258,8 +260,7 @@ class AnswerSampler(ContinuationSampler):
     def draw(self, step: int, rank: int = 0) -> tuple[list[AnswerExample], np.random.Generator]:
         """The examples of batch ``step`` (earlier exchanges added where drawn) and the generator that labels them."""
         rng = np.random.default_rng([self.seed, step, rank])
-        sizes = np.array([len(g) for g in self.groups], dtype=float)
-        group = self.groups[int(rng.choice(len(sizes), p=sizes / sizes.sum()))]
+        group = self.groups[int(rng.choice(len(self.groups), p=self.group_share))]
         chosen = [group[i] for i in rng.integers(0, len(group), self.batch_size)]
         if (self.task.pair_history > 0 and chosen[0].kind == "pair" and len(self.pairs) > 1
                 and rng.random() < self.task.pair_history):
