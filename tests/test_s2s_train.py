@@ -11,6 +11,7 @@ import torch
 from s2slib.checkpoint import CheckpointError
 from s2slib.s2s.data import ContinuationSampler, fixed_batches, load_items
 from s2slib.s2s.train import S2STrainConfig, S2STrainer, load_s2s, unigram_counts
+from s2slib.training import autocast, cpu_bf16_choice, cpu_has_native_bf16
 from s2s_fixtures import CONFIG, TASK, patterned_items
 
 
@@ -86,3 +87,32 @@ def test_load_items_checks_codebooks(tmp_path):
         load_items([{"id": "a", "codes_path": str(tmp_path / "a.npy")}], n_q=4)
     np.save(tmp_path / "b.npy", np.zeros((8, 1), dtype=np.int16))
     assert load_items([{"id": "b", "codes_path": str(tmp_path / "b.npy")}], n_q=4) == []  # too short to teach
+
+
+def test_cpu_bf16_choice_reads_the_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
+    assert cpu_has_native_bf16(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert not cpu_has_native_bf16(info)
+    assert not cpu_has_native_bf16(tmp_path / "no_such_file")
+    assert cpu_bf16_choice("on") and not cpu_bf16_choice("off") and cpu_bf16_choice(True)
+    assert cpu_bf16_choice("auto") == cpu_has_native_bf16()
+    with pytest.raises(ValueError, match="cpu_bf16"):
+        cpu_bf16_choice("yes")
+
+
+def test_cpu_bf16_autocast_and_a_training_step_under_it(tmp_path):
+    layer, x, cpu = torch.nn.Linear(4, 4), torch.randn(2, 4), torch.device("cpu")
+    for enabled, bf16, dtype in ((True, True, torch.bfloat16), (True, False, torch.float32), (False, True, torch.float32)):
+        with autocast(cpu, enabled, bf16):
+            assert layer(x).dtype == dtype
+    items, val = patterned_items(8), patterned_items(2, seed=5)
+    losses = []
+    for bf16 in (False, True):
+        trainer = S2STrainer(CONFIG, train_config(max_steps=1, val_every=1, cpu_bf16=bf16), items, val,
+                             tmp_path / str(bf16), device="cpu")
+        rows = trainer.fit(progress=False).rows
+        losses.append(next(r["loss"] for r in rows if "loss" in r))
+        assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # weights stay float32
+    assert losses[0] != losses[1] and abs(losses[0] - losses[1]) < 0.01 * losses[0], losses

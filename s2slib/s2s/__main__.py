@@ -5,7 +5,7 @@
     torchrun --nproc_per_node 2 -m s2slib.s2s pretrain --run runs/gpu --preset gpu
     python -m s2slib.s2s generate --model runs/laptop/s2s_pretrain/s2s.pt --codec runs/laptop/codec/codec.pt \\
         --prompt question.wav --out answer.wav [--speaker Priya] [--emotion happy] [--seconds 6]
-    python -m s2slib.s2s finetune --run runs/laptop [--pairs 64] [--dialogues 0] [--max-steps 1200]
+    python -m s2slib.s2s finetune --run runs/laptop [--pairs 64] [--dialogues 0] [--max-steps 1200] [--cpu-bf16 auto]
     python -m s2slib.s2s eval --run runs/laptop [--checkpoint runs/laptop/s2s_answer/s2s.pt]
     python -m s2slib.s2s answer QUESTION.wav --run runs/laptop --voice Priya --emotion happy -o ANSWER.wav \\
         [--turn user:EARLIER_Q.wav --turn agent:EARLIER_A.wav ...] [--context ctx.json --save-context ctx.json]
@@ -101,6 +101,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from s2slib.s2s.config import S2SConfig
     from s2slib.s2s.finetune import AnswerTask, AnswerTrainConfig, AnswerTrainer, select_sources, split_examples
     from s2slib.s2s.train import checkpoint_info
+    from s2slib.training import cpu_bf16_choice
 
     run = Path(args.run)
     _, cache, tokens = _run_tokens(args)
@@ -114,6 +115,7 @@ def _finetune(args: argparse.Namespace) -> int:
     sources = select_sources(rows, args.pairs, args.dialogues, args.seed)
     examples = split_examples(tokens.conversations, config.n_q, sources)
     train_cfg = AnswerTrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                  cpu_bf16=cpu_bf16_choice(args.cpu_bf16),
                                   answer=AnswerTask(max_answer_frames=int(args.max_answer_s * config.frame_rate),
                                                     transcribe_weight=args.transcribe_weight,
                                                     speak_q=args.speak_q, pair_history=args.pair_history,
@@ -258,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="most earlier exchanges such a pair gets")
     f.add_argument("--length-buckets", type=int, default=1,
                    help="batches drawn from this many length ranges per kind of example (less padding)")
+    f.add_argument("--cpu-bf16", choices=("auto", "on", "off"), default="auto",
+                   help="bfloat16 autocast when training on CPU (auto: where the CPU multiplies bfloat16 natively)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", help="default: <run>/s2s_answer")
     f.add_argument("--device", default="auto")

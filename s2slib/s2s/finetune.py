@@ -440,7 +440,7 @@ class AnswerTrainer(S2STrainer):
             return batch
         generator = torch.Generator(device=batch.inputs.device)
         generator.manual_seed(int(np.random.default_rng([self.cfg.seed, self.step, self.dist.rank, 3]).integers(2**62)))
-        with autocast(self.device, self.cfg.amp):
+        with autocast(self.device, self.cfg.amp, self.cfg.cpu_bf16):
             return self_fed(self.model, batch, share, generator)
 
     def build_data(self, model_config: S2SConfig, train_items: list, val_items: list) -> tuple[Any, list[Batch], list]:

@@ -154,9 +154,9 @@ class S2SModel(nn.Module):
         """Teacher-forced decoder pass: ``tgt_inputs: LongTensor[B, n_q, L]`` (BOS + delayed streams, see
         :func:`s2slib.s2s.delay.decoder_inputs`) -> ``logits: Tensor[B, n_q, L, codebook_size + 1]``."""
         x = self.tgt_embed(tgt_inputs) + self.condition(speaker, emotion)  # (B, L, d)
-        mask = keep[:, None, None, :]  # (B, 1, 1, S)
+        lengths = keep.sum(dim=1)  # (B,): the encoder frames each row has (real frames come first)
         for block in self.decoder:
-            x = block(x, block.cross_attn.project_kv(memory), mask)
+            x = block(x, block.cross_attn.project_kv(memory), None, memory_lengths=lengths)
         return self._logits(x)
 
     def step(self, tgt_inputs: Tensor, state: DecoderState) -> Tensor:

@@ -7,11 +7,12 @@
 
 Every step draws a batch of prompt/continuation examples (:mod:`s2slib.s2s.data`, a pure function of the step) and
 minimises the next-token cross-entropy of every codebook (averaged over codebooks, as MusicGen does) with AdamW,
-warm-up and cosine decay, gradient clipping and bfloat16/float16 autocast on CUDA. Validation measures the loss,
-top-1 accuracy and perplexity of each codebook on fixed held-out examples, next to a **unigram baseline**: the
-perplexity of each codebook's code frequencies in the training set, what a model that ignores all context would
-score. Checkpoints are atomic and hold the model, optimizer, schedule, step and every rank's random generators, so a
-run killed at any point resumes exactly (tested against an uninterrupted run, also under DDP with gloo).
+warm-up and cosine decay, gradient clipping and bfloat16/float16 autocast on CUDA (bfloat16 on CPU with
+``cpu_bf16``). Validation measures the loss, top-1 accuracy and perplexity of each codebook on fixed held-out
+examples, next to a **unigram baseline**: the perplexity of each codebook's code frequencies in the training set,
+what a model that ignores all context would score. Checkpoints are atomic and hold the model, optimizer, schedule,
+step and every rank's random generators, so a run killed at any point resumes exactly (tested against an
+uninterrupted run, also under DDP with gloo).
 
 Outputs in ``out_dir``: ``checkpoint.pt``, ``s2s.pt`` (the model alone, :func:`load_s2s`), ``history.jsonl``.
 """
@@ -61,6 +62,8 @@ class S2STrainConfig:
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    cpu_bf16: bool = False  # bfloat16 autocast on CPU as well (s2slib.training.cpu_bf16_choice: fast only where the
+    # CPU multiplies bfloat16 natively); validation and generation stay float32
     val_every: int = 250  # steps between validations (0: only at the end)
     ckpt_every: int = 250
     log_every: int = 25
@@ -275,7 +278,7 @@ class S2STrainer:
         for i, part in enumerate(parts):
             last = i == len(parts) - 1  # DDP averages the gradients across processes once, after the last slice
             with (contextlib.nullcontext() if last or not self.dist.enabled else self.ddp.no_sync()):
-                with autocast(self.device, self.cfg.amp):
+                with autocast(self.device, self.cfg.amp, self.cfg.cpu_bf16):
                     out = self.ddp(part.src, part.src_lengths, part.inputs, part.speaker, part.emotion,
                                    part.user_lengths if transcribe else None)
                 logits, text_log_probs = out if transcribe else (out, None)
