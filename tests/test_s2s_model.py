@@ -132,6 +132,27 @@ def test_a_padded_batch_answers_as_each_row_alone():
             assert torch.allclose(together[b:b + 1], alone, atol=1e-5), b
 
 
+def test_logits_of_the_spoken_codebooks_only_train_as_all_of_them():
+    m = model(speak_q=2).train()
+    src, src_lengths, _, _, streams = batch()
+    inp, tgt = decoder_inputs(streams, CFG.bos_id), decoder_targets(streams, CFG.pad_id).clone()
+    tgt[:, 2:] = IGNORE  # a model speaking 2 codebooks has no targets past them
+    spk = emo = torch.zeros(3, dtype=torch.long)
+    grads = []
+    for codebooks in (None, 2):
+        m.zero_grad()
+        logits = m(src, src_lengths, inp, spk, emo, codebooks=codebooks)
+        assert logits.shape[1] == (4 if codebooks is None else 2)
+        nll, _, count = codebook_losses(logits, tgt[:, : logits.shape[1]])
+        (nll[:2] / count[:2]).mean().backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
+    with pytest.raises(ValueError, match="codebooks"):
+        m(src, src_lengths, inp, spk, emo, codebooks=5)
+
+
 def test_speaker_and_emotion_condition_the_decoder():
     m = model()
     src, src_lengths, _, _, streams = batch(B=1)

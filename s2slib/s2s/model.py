@@ -150,14 +150,16 @@ class S2SModel(nn.Module):
         memory_kv = [block.cross_attn.project_kv(memory) for block in self.decoder]
         return DecoderState(memory_kv, keep[:, None, None, :], caches, self.condition(speaker, emotion))
 
-    def decode(self, tgt_inputs: Tensor, memory: Tensor, keep: Tensor, speaker: Tensor, emotion: Tensor) -> Tensor:
+    def decode(self, tgt_inputs: Tensor, memory: Tensor, keep: Tensor, speaker: Tensor, emotion: Tensor,
+               codebooks: int | None = None) -> Tensor:
         """Teacher-forced decoder pass: ``tgt_inputs: LongTensor[B, n_q, L]`` (BOS + delayed streams, see
-        :func:`s2slib.s2s.delay.decoder_inputs`) -> ``logits: Tensor[B, n_q, L, codebook_size + 1]``."""
+        :func:`s2slib.s2s.delay.decoder_inputs`) -> ``logits: Tensor[B, n_q, L, codebook_size + 1]`` (with
+        ``codebooks``, only the first that many: see :meth:`_logits`)."""
         x = self.tgt_embed(tgt_inputs) + self.condition(speaker, emotion)  # (B, L, d)
         lengths = keep.sum(dim=1)  # (B,): the encoder frames each row has (real frames come first)
         for block in self.decoder:
             x = block(x, block.cross_attn.project_kv(memory), None, memory_lengths=lengths)
-        return self._logits(x)
+        return self._logits(x, codebooks)
 
     def step(self, tgt_inputs: Tensor, state: DecoderState) -> Tensor:
         """Incremental decoding: ``tgt_inputs: LongTensor[B, n_q, T]`` (the ``T >= 1`` steps after those in
@@ -167,18 +169,29 @@ class S2SModel(nn.Module):
             x = block(x, kv, state.memory_mask, cache)
         return self._logits(x)
 
-    def _logits(self, x: Tensor) -> Tensor:
+    def _logits(self, x: Tensor, codebooks: int | None = None) -> Tensor:
+        """``x: Tensor[B, L, d]`` -> ``logits: Tensor[B, k, L, V]`` of the first ``k = codebooks`` codebooks (default
+        all ``n_q``). A model that speaks fewer codebooks than it reads (``S2SConfig.speak_q``) has no targets past
+        them: training asks for those it speaks and skips the rest of the output layer (at the laptop profile of
+        notebook 06, 2 of 8: three quarters of the head's products and of the softmax)."""
         B, L, _ = x.shape
-        logits = self.head(self.decoder_norm(x))  # (B, L, n_q * V)
-        return logits.view(B, L, self.config.n_q, self.config.output_vocab).permute(0, 2, 1, 3)  # (B, n_q, L, V)
+        k, V = self.config.n_q if codebooks is None else codebooks, self.config.output_vocab
+        if not 1 <= k <= self.config.n_q:
+            raise ValueError(f"codebooks must be 1..{self.config.n_q}, got {k}")
+        h = self.decoder_norm(x)
+        logits = self.head(h) if k == self.config.n_q else F.linear(h, self.head.weight[: k * V],
+                                                                      self.head.bias[: k * V])  # (B, L, k * V)
+        return logits.view(B, L, k, V).permute(0, 2, 1, 3)  # (B, k, L, V)
 
     def forward(self, src: Tensor, src_lengths: Tensor | None, tgt_inputs: Tensor, speaker: Tensor,
-                emotion: Tensor, user_lengths: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
-        """Training pass: encoder then teacher-forced decoder -> ``logits: Tensor[B, n_q, L, codebook_size + 1]``;
-        with ``user_lengths`` (frames of the user's turn at the end of each source), also the transcription head's
-        log-probabilities over them: ``(logits, text_log_probs)`` (see :meth:`transcribe`)."""
+                emotion: Tensor, user_lengths: Tensor | None = None,
+                codebooks: int | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        """Training pass: encoder then teacher-forced decoder -> ``logits: Tensor[B, n_q, L, codebook_size + 1]``
+        (``codebooks``: only the first that many); with ``user_lengths`` (frames of the user's turn at the end of each
+        source), also the transcription head's log-probabilities over them: ``(logits, text_log_probs)`` (see
+        :meth:`transcribe`)."""
         memory, keep = self.encode(src, src_lengths)
-        logits = self.decode(tgt_inputs, memory, keep, speaker, emotion)
+        logits = self.decode(tgt_inputs, memory, keep, speaker, emotion, codebooks)
         if user_lengths is None:
             return logits
         return logits, self.transcribe(memory, keep, user_lengths)
