@@ -5,6 +5,7 @@
     python -m s2slib.bench s2s [--model runs/laptop/s2s_pretrain/s2s.pt] [--codec runs/laptop/codec/codec.pt]
                                [--prompt-seconds 3] [--answer-seconds 4] [--threads 2] [--repeats 3]
     python -m s2slib.bench agent [--run runs/laptop] [--questions 20] [--threads 1] [--max-sessions 8]
+    python -m s2slib.bench finetune [--run runs/laptop] [--profile laptop] [--steps 40] [--threads 2]
 
 ``codec`` prints one JSON object: for the course codec and for EnCodec 24 kHz (the architecture of the ``encodec``
 package, measured in the same run on the same machine), the parameter count and the offline encode and decode time
@@ -45,11 +46,19 @@ audio at most ``AgentConfig.max_lead_s`` ahead of playback, so a busy machine sh
 how many answers the engine's one decoder thread advanced per batched step on average (``answers_per_decoder_step``).
 ``call_costs_ms``: the time of one batched decoder step carrying 1, 4 and 8 answers, and of one streaming codec
 encode (20 and 80 ms of audio) and decode (2 and 8 frames) call, each alone.
+
+``finetune`` times notebook 06's fine-tuning at a profile's settings (``notebooks/params/<profile>.yaml``) on a
+trained run: the same pairs, dialogues, context length and batches, from the pretrained model, for ``--steps``
+steps in float32 and again under bfloat16 autocast where the CPU multiplies bfloat16 natively
+(:func:`s2slib.training.cpu_has_native_bf16`; else that row says why it was skipped). Each row gives
+``s_per_step`` and ``projected_minutes`` (times the profile's ``max_steps``, without validation and checkpoints);
+``speedup_bf16`` is float32's time over bfloat16's. Training runs into a temporary folder; the run is not changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import platform
 import statistics
@@ -408,6 +417,74 @@ def bench_agent(run: str | None = None, questions: int = 20, threads: int = 1, m
     }
 
 
+def bench_finetune(run: str | None = None, profile: str = "laptop", steps: int = 40, threads: int = 2,
+                   progress: bool = True) -> dict:
+    """Seconds per fine-tuning step of notebook 06 at ``profile``'s settings; see the module docstring."""
+    import tempfile
+
+    from s2slib import paths
+    from s2slib.baseline import load_audio_codec
+    from s2slib.course import declared_parameters, load_profile
+    from s2slib.run import RunDir
+    from s2slib.s2s.finetune import AnswerTask, AnswerTrainConfig, AnswerTrainer, finetune_inputs
+    from s2slib.s2s.tokens import TokenCache, codec_fingerprint, tokenize_run
+    from s2slib.training import cpu_has_native_bf16
+
+    if steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {steps}")
+    threads = set_threads(threads)
+    notebook = paths.notebooks_dir() / "06_s2s_finetune.ipynb"
+    defaults = {k: ast.literal_eval(v) for k, v in declared_parameters(notebook).items()}  # the notebook's source text
+    p = {**defaults, **load_profile(paths.notebooks_dir() / "params", profile).get(notebook.stem, {})}
+    rd = RunDir.open(run or "", profile)
+    pretrained = rd.require("s2s_pretrain/s2s.pt", produced_by="05_s2s_pretrain")
+    codec_path = rd.require("codec/codec.pt", produced_by="02_codec")
+    cache = TokenCache(rd.subdir("tokens"), codec_fingerprint(codec_path, "course"))
+    tokens = tokenize_run(load_audio_codec("course", codec_path), cache,
+                          rd.require("data/manifests", produced_by="01_data").parent, progress=progress)
+    config, sources, examples = finetune_inputs(tokens, pretrained, p["n_pairs"], p["n_dialogues"],
+                                                p["max_context_s"], p["seed"])
+    task = AnswerTask(max_answer_frames=int(p["max_answer_s"] * config.frame_rate),
+                      transcribe_weight=p["transcribe_weight"], speak_q=p["speak_q"], pair_history=p["pair_history"],
+                      pair_history_turns=p["pair_history_turns"], length_buckets=p["length_buckets"])
+    native = cpu_has_native_bf16()
+    rows = {}
+    for name, bf16 in (("float32", False), ("bfloat16", True)):
+        if bf16 and not native:
+            rows[name] = {"skipped": "this CPU has no native bfloat16 (avx512_bf16 or amx_bf16)"}
+            continue
+        cfg = AnswerTrainConfig(max_steps=p["max_steps"], batch_size=p["batch_size"], micro_batch=p["micro_batch"],
+                                lr=p["lr"], seed=p["seed"], val_every=0, ckpt_every=10 ** 9, log_every=steps,
+                                cpu_bf16=bf16, answer=task)
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = AnswerTrainer(config, cfg, examples["train"], examples["val"] or examples["train"][:8], tmp,
+                                    pretrained=pretrained, device="cpu", codec_fingerprint=cache.fingerprint,
+                                    sources=sources)
+            trainer.progress_desc = f"fine-tuning, {name}"
+            seconds = trainer.fit(progress=progress, stop_after=steps).rows[-1]["seconds"]
+        per_step = seconds / min(steps, p["max_steps"])
+        rows[name] = {"s_per_step": round(per_step, 3), "projected_minutes": round(per_step * p["max_steps"] / 60, 1)}
+    speedup = (rows["float32"]["s_per_step"] / rows["bfloat16"]["s_per_step"]) if "s_per_step" in rows["bfloat16"] \
+        else None
+    return {
+        "benchmark": "finetune",
+        "profile": profile,
+        "run": str(rd.path),
+        "steps": min(steps, p["max_steps"]),
+        "max_steps": p["max_steps"],
+        "train_answers": len(examples["train"]),
+        "batch_size": p["batch_size"],
+        "spoken_codebooks": config.n_q if not p["speak_q"] else p["speak_q"],
+        **rows,
+        "speedup_bf16": round(speedup, 2) if speedup else None,
+        "cpu_native_bf16": native,
+        "threads": threads,
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m s2slib.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -437,8 +514,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch CPU threads per operation (1: measured faster than 2 on the 2-core machine, because the "
                         "VAD and the answer already run on threads of their own)")
     a.add_argument("--max-sessions", type=int, default=8, help="the most concurrent sessions tried")
+    f = sub.add_parser("finetune", help="seconds per step of notebook 06's fine-tuning (float32, bfloat16) on the CPU")
+    f.add_argument("--run", help="run directory with notebooks 01-05 done (default: runs/<profile>)")
+    f.add_argument("--profile", default="laptop", help="whose notebook 06 settings (notebooks/params/<profile>.yaml)")
+    f.add_argument("--steps", type=int, default=40, help="steps timed per precision")
+    f.add_argument("--threads", type=int, default=2, help="CPU threads (notebook 06 trains with 2)")
     args = parser.parse_args(argv)
-    if args.command == "agent":
+    if args.command == "finetune":
+        result = bench_finetune(args.run, args.profile, args.steps, args.threads)
+    elif args.command == "agent":
         result = bench_agent(args.run, args.questions, args.threads, args.max_sessions)
     elif args.command == "s2s":
         result = bench_s2s(args.model, args.codec, args.prompt_seconds, args.answer_seconds, args.threads,

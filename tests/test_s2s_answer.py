@@ -487,3 +487,14 @@ def test_finetune_eval_and_answer_commands_on_a_small_run(tmp_path, capsys):
     assert main(["answer", str(tmp_path / "missing.wav"), "--run", str(run), "-o", str(out)]) == 1
     assert "error" in capsys.readouterr().err
 
+    from s2slib.bench import main as bench  # the fine-tuning benchmark, at the smoke profile's notebook 06 settings
+    from s2slib.training import cpu_has_native_bf16
+
+    before = sorted((f.name, f.read_bytes()) for f in (run / "s2s_answer").iterdir())
+    assert bench(["finetune", "--run", str(run), "--profile", "smoke", "--steps", "2", "--threads", "1"]) == 0
+    timed = json.loads(capsys.readouterr().out)
+    assert timed["steps"] == 2 and timed["max_steps"] == 4 and timed["float32"]["s_per_step"] > 0
+    assert timed["float32"]["projected_minutes"] == pytest.approx(timed["float32"]["s_per_step"] * 4 / 60, abs=0.06)
+    assert ("s_per_step" in timed["bfloat16"]) is timed["cpu_native_bf16"] is cpu_has_native_bf16()
+    assert sorted((f.name, f.read_bytes()) for f in (run / "s2s_answer").iterdir()) == before  # the run is untouched
+

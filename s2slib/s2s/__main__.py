@@ -20,7 +20,6 @@ resuming a run that was stopped. ``generate`` continues (or answers) one recordi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -98,9 +97,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from s2slib.s2s.config import S2SConfig
-    from s2slib.s2s.finetune import AnswerTask, AnswerTrainConfig, AnswerTrainer, select_sources, split_examples
-    from s2slib.s2s.train import checkpoint_info
+    from s2slib.s2s.finetune import AnswerTask, AnswerTrainConfig, AnswerTrainer, finetune_inputs
     from s2slib.training import cpu_bf16_choice
 
     run = Path(args.run)
@@ -109,11 +106,8 @@ def _finetune(args: argparse.Namespace) -> int:
     if not pretrained.exists():
         raise FileNotFoundError(f"{pretrained} does not exist: pretrain first (notebook 05, or python -m s2slib.s2s "
                                 "pretrain --run RUN)")
-    config = S2SConfig.from_dict(checkpoint_info(pretrained)["s2s_config"])
-    config = dataclasses.replace(config, max_source_frames=int(args.max_context_s * config.frame_rate))
-    rows = [r for rows in tokens.conversations.values() for r in rows]
-    sources = select_sources(rows, args.pairs, args.dialogues, args.seed)
-    examples = split_examples(tokens.conversations, config.n_q, sources)
+    config, sources, examples = finetune_inputs(tokens, pretrained, args.pairs, args.dialogues, args.max_context_s,
+                                                args.seed)
     train_cfg = AnswerTrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                   cpu_bf16=cpu_bf16_choice(args.cpu_bf16),
                                   answer=AnswerTask(max_answer_frames=int(args.max_answer_s * config.frame_rate),

@@ -455,6 +455,21 @@ class AnswerTrainer(S2STrainer):
 
 
 
+def finetune_inputs(tokens, pretrained: str | Path, n_pairs: int, n_dialogues: int, max_context_s: float,
+                    seed: int = 0) -> tuple[S2SConfig, set[str], dict[str, list[AnswerExample]]]:
+    """What fine-tuning starts from, as notebook 06, ``python -m s2slib.s2s finetune`` and ``python -m s2slib.bench
+    finetune`` choose it: the pretrained model's configuration with an encoder input of at most ``max_context_s``,
+    the written pairs and dialogues (:func:`select_sources`) and their examples by split (:func:`split_examples`).
+    ``tokens``: a run's :class:`s2slib.s2s.tokens.RunTokens`."""
+    from s2slib.s2s.train import checkpoint_info
+
+    config = S2SConfig.from_dict(checkpoint_info(pretrained)["s2s_config"])
+    config = dataclasses.replace(config, max_source_frames=int(max_context_s * config.frame_rate))
+    rows = [r for rows in tokens.conversations.values() for r in rows]
+    sources = select_sources(rows, n_pairs, n_dialogues, seed)
+    return config, sources, split_examples(tokens.conversations, config.n_q, sources)
+
+
 def split_examples(conversations: dict[str, list[dict]], n_q: int, sources: set[str] | None = None,
                    max_turns: int = DEFAULT_MAX_TURNS) -> dict[str, list[AnswerExample]]:
     """A run's tokenized conversation files (:attr:`s2slib.s2s.tokens.RunTokens.conversations`, by file stem such as
