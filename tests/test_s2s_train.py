@@ -104,7 +104,8 @@ def test_cpu_bf16_choice_reads_the_cpu_flags(tmp_path):
 
 def test_cpu_bf16_autocast_and_a_training_step_under_it(tmp_path):
     layer, x, cpu = torch.nn.Linear(4, 4), torch.randn(2, 4), torch.device("cpu")
-    for enabled, bf16, dtype in ((True, True, torch.bfloat16), (True, False, torch.float32), (False, True, torch.float32)):
+    cases = ((True, True, torch.bfloat16), (True, False, torch.float32), (False, True, torch.float32))
+    for enabled, bf16, dtype in cases:
         with autocast(cpu, enabled, bf16):
             assert layer(x).dtype == dtype
     items, val = patterned_items(8), patterned_items(2, seed=5)

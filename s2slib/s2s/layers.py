@@ -121,17 +121,18 @@ def attend_over_lengths(q: Tensor, k: Tensor, v: Tensor, key_lengths: Tensor, dr
     D]``, ``k, v: Tensor[B, H, S, D]`` -> ``Tensor[B, H, T, D]``, the same as a key-padding mask.
 
     On CPU each row attends over its own keys, so the work is the sum of the rows' lengths instead of ``B`` times the
-    longest (measured at the laptop profile of notebook 06, where the real scores of a long batch are 42 % of the
-    padded ones: a step on a batch of dialogue turns takes about 20 % less time). With ``self_attention`` (queries are the same frames as keys), a row's queries past its length are
-    padding: they are not computed and come out as zeros. On other devices one fused call takes the mask."""
+    longest (at the laptop profile of notebook 06, the real scores of a long batch of dialogue turns are 42 % of the
+    padded ones). With ``self_attention`` (queries are the same frames as keys), a row's queries past its length are
+    padding: on CPU they are not computed and come out as zeros. On other devices one fused call takes the mask."""
     B, T, S = q.shape[0], q.shape[2], k.shape[2]
     lengths = [int(n) for n in key_lengths.tolist()]
     if len(lengths) != B or min(lengths, default=1) < 1 or max(lengths, default=0) > S:
         raise ValueError(f"key_lengths must give 1..{S} keys for each of the {B} rows, got {lengths}")
-    if q.device.type != "cpu" or all(n == S for n in lengths):
+    if all(n == S for n in lengths):  # no padding
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    if q.device.type != "cpu":
         mask = torch.arange(S, device=q.device).view(1, 1, 1, S) < key_lengths.to(q.device).view(B, 1, 1, 1)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=None if all(n == S for n in lengths) else mask,
-                                              dropout_p=dropout_p)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     rows = []
     for b, n in enumerate(lengths):
         y = F.scaled_dot_product_attention(q[b:b + 1, :, :n] if self_attention else q[b:b + 1], k[b:b + 1, :, :n],
