@@ -105,7 +105,8 @@ class CodecConfig:
     block_kernel_size: int = 7  # depthwise causal kernel of each block, in frames
     block_expansion: int = 3  # hidden width of each block's MLP, times frame_dim
     n_fft: int = 0  # STFT window of the front end and the iSTFT head; 0: 2 * hop (one hop of overlap)
-    phase: str = "absolute"  # iSTFT head: "absolute" phase per frame (Vocos) or "integrated" frequency deviations
+    phase: str = "absolute"  # iSTFT head: "absolute" phase per frame (Vocos), "centred" (offsets from each bin's
+    # centre-frequency phase) or "integrated" frequency deviations (s2slib.codec.stft_io.ISTFTHead)
     # --- residual vector quantizer ---
     n_q: int = 8  # quantizer levels
     codebook_size: int = 1024  # entries per level -> log2(1024) = 10 bits per level per frame
@@ -210,7 +211,7 @@ class CodecConfig:
         if self.ema_epsilon <= 0:
             raise ValueError(f"CodecConfig.ema_epsilon must be > 0, got {self.ema_epsilon}.")
         for name, allowed in (("architecture", ARCHITECTURES), ("upsampler", UPSAMPLERS),
-                              ("quantizer_projection", PROJECTIONS), ("phase", ("absolute", "integrated"))):
+                              ("quantizer_projection", PROJECTIONS), ("phase", ("absolute", "integrated", "centred"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"CodecConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}.")
         if self.architecture == "stft":

@@ -27,7 +27,7 @@ from s2slib.codec.layers import Streamable
 
 MAG_EPS = 1e-5  # floor of the magnitude before its log in the front end
 MAX_LOG_MAG = 7.0  # the head's log-magnitude is clamped here (e^7 ~ 1100, far above any speech frame)
-PHASE_MODES = ("absolute", "integrated")
+PHASE_MODES = ("absolute", "integrated", "centred")
 
 
 def _check_framing(hop: int, n_fft: int) -> None:
@@ -115,13 +115,29 @@ class ISTFTHead(Streamable):
 
     @property
     def in_channels(self) -> int:
-        return (2 if self.phase == "absolute" else 3) * self.n_bins
+        return (3 if self.phase == "integrated" else 2) * self.n_bins
+
+    def _centre(self, start: int, n: int, device: torch.device) -> Tensor:
+        """Each bin's centre-frequency phase at frames ``start .. start + n - 1``, wrapped: ``Tensor[K, n]`` float64."""
+        frames = torch.arange(start, start + n, device=device, dtype=torch.float64)
+        return torch.remainder(self.bin_advance[:, None] * frames[None, :], 2 * torch.pi)
 
     def _phase(self, x: Tensor, start: int, carried: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Phases ``Tensor[B, K, F]`` of frames ``start .. start + F - 1`` and the integrated phase to carry on
-        (``carried`` unchanged for absolute phase)."""
+        (``carried`` unchanged for absolute and centred phase).
+
+        - ``absolute``: the prediction is the phase (Vocos).
+        - ``centred``: the prediction is an offset from the phase a steady tone at the bin's centre frequency has at
+          that frame. With hop ``n_fft / 2`` that centre phase turns by ``pi k`` per hop, so an offset that changes
+          slowly is right for every bin; an absolute phase that changes slowly is right only for the even bins
+          (multiples of ``2 sr / n_fft``: 50 Hz for codec v2), and the odd bins' overlapping frames cancel.
+        - ``integrated``: the prediction is each bin's deviation from its centre frequency, summed over frames, plus
+          an offset."""
         if self.phase == "absolute":
             return x[:, self.n_bins:], carried
+        if self.phase == "centred":
+            centre = self._centre(start, x.shape[-1], x.device)  # (K, F)
+            return (x[:, self.n_bins:].double() + centre[None]).float(), carried
         delta, offset = x[:, self.n_bins: 2 * self.n_bins], x[:, 2 * self.n_bins:]  # (B, K, F) each
         # integrate the predicted deviation from each bin's centre frequency, in float64 and wrapped, so offline and
         # streaming sums agree to ~1e-12 rad whatever the chunking
@@ -129,8 +145,7 @@ class ISTFTHead(Streamable):
         if carried is not None:
             total = total + carried[..., None]
         total = torch.remainder(total, 2 * torch.pi)
-        frames = torch.arange(start, start + x.shape[-1], device=x.device, dtype=torch.float64)
-        centre = torch.remainder(self.bin_advance[:, None] * frames[None, :], 2 * torch.pi)  # (K, F)
+        centre = self._centre(start, x.shape[-1], x.device)  # (K, F)
         return (total + centre[None] + offset.double()).float(), total[..., -1]
 
     def _frames(self, x: Tensor, start: int = 0, carried: Tensor | None = None) -> tuple[Tensor, Tensor | None]:

@@ -1,0 +1,94 @@
+"""Where does codec v2's 50 Hz comb come from? Absolute, centred and integrated phase in the iSTFT head.
+
+Codec v2's head (window 640, hop 320 at 16 kHz) predicts each frame's phase. The centre frequency of STFT bin ``k``
+(``25 k`` Hz) advances by ``pi k`` per hop: for even bins (multiples of 50 Hz) a whole number of turns, so a phase
+that stays the same from frame to frame is right for them, while for odd bins it is off by ``pi`` and the two
+overlapping frames cancel. A head that predicts slowly changing absolute phases therefore favours the even bins.
+The ``centred`` head predicts an offset from each bin's centre-frequency phase, so an unchanging output is right for
+every bin; the ``integrated`` head predicts each bin's deviation from its centre frequency and sums it over frames.
+
+The script measures, on the real test clips of the laptop run (Common Voice speakers and utterances never trained
+on):
+  1. the notebook 02 codec (``runs/laptop/codec/codec.pt``): the even/odd bin energy ratio of its output against the
+     original's, and its comb ratio at 50 Hz;
+  2. the fast50 preset trained for ``--steps`` steps on notebook 02's recipe (augmented crops, a quarter of them
+     from the real training clips) with each phase mode of ``--phases``: the same figures, plus STOI and mel
+     distance (medians over the clips).
+
+    python experiments/codec_phase_comb.py [--steps 800] [--phases absolute centred integrated] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from s2slib.audio import load_audio
+from s2slib.codec.config import CodecConfig
+from s2slib.codec.train import CodecTrainConfig, CodecTrainer, load_codec
+from s2slib.data.augment import AugmentConfig
+from s2slib.metrics import comb_ratios, mel_distance, stoi
+
+RUN = Path("runs/laptop")
+SR = 16000
+
+
+def real_test_clips(run: Path = RUN) -> list[np.ndarray]:
+    """The real (Common Voice) clips of the run's test manifest, at 16 kHz."""
+    manifest = run / "data" / "manifests" / "test.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    return [load_audio((manifest.parent / r["audio_path"]).resolve(), sample_rate=SR)[0]
+            for r in rows if r["source"] == "samples-te"]
+
+
+def even_odd_ratio(wav: np.ndarray) -> float:
+    """Energy in the STFT bins at multiples of 50 Hz over that in the bins between them (50 Hz to 5 kHz; window 640,
+    hop 320, the head's framing). About 1 for speech."""
+    power = torch.stft(torch.from_numpy(wav).float(), 640, 320, window=torch.hann_window(640),
+                       return_complex=True).abs() ** 2  # (321, F)
+    return float(power[2:200:2].sum() / power[3:201:2].sum())
+
+
+def measure(codec, clips: list[np.ndarray]) -> dict:
+    rows = []
+    for wav in clips:
+        with torch.inference_mode():
+            out = codec(torch.from_numpy(wav).view(1, 1, -1).float(), n_q=codec.config.n_q).wav_hat
+        est = out.reshape(-1).numpy()[: len(wav)]
+        rows.append({"even_odd_ref": even_odd_ratio(wav), "even_odd": even_odd_ratio(est),
+                     "comb_50": comb_ratios(wav, est, SR, [50.0])[50.0], "stoi": stoi(wav, est, SR),
+                     "mel_distance": mel_distance(wav, est, SR)})
+    return {k: round(float(np.nanmedian([r[k] for r in rows])), 3) for k in rows[0]} | {"clips": len(rows)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/codec_phase_comb"))
+    parser.add_argument("--phases", nargs="+", default=["absolute", "centred", "integrated"])
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    clips = real_test_clips()
+    results = {"notebook_02_codec (absolute, 3000 steps)": measure(load_codec(RUN / "codec" / "codec.pt").eval(),
+                                                                    clips)}
+    print(json.dumps(results), flush=True)
+    manifests = RUN / "data" / "manifests"
+    for phase in args.phases:
+        cfg = CodecTrainConfig(max_steps=args.steps, batch_size=8, segment_s=1.0, val_every=0,
+                               ckpt_every=args.steps, augment=AugmentConfig(), source_shares={"samples-te": 0.25})
+        trainer = CodecTrainer(dataclasses.replace(CodecConfig.fast50(), phase=phase), cfg,
+                               manifests / "train.jsonl", manifests / "val.jsonl", args.out / phase, device="cpu")
+        trainer.fit(progress=False)
+        results[f"{phase}, {args.steps} steps"] = measure(trainer.model.eval(), clips)
+        print(json.dumps({f"{phase}, {args.steps} steps": results[f"{phase}, {args.steps} steps"]}), flush=True)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
