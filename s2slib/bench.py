@@ -462,6 +462,7 @@ def bench_finetune(run: str | None = None, profile: str = "laptop", steps: int =
                                     sources=sources)
             trainer.progress_desc = f"fine-tuning, {name}"
             seconds = trainer.fit(progress=progress, stop_after=steps).rows[-1]["seconds"]
+            spoken = trainer.model.config.spoken_q
         per_step = seconds / min(steps, p["max_steps"])
         rows[name] = {"s_per_step": round(per_step, 3), "projected_minutes": round(per_step * p["max_steps"] / 60, 1)}
     speedup = (rows["float32"]["s_per_step"] / rows["bfloat16"]["s_per_step"]) if "s_per_step" in rows["bfloat16"] \
@@ -474,7 +475,7 @@ def bench_finetune(run: str | None = None, profile: str = "laptop", steps: int =
         "max_steps": p["max_steps"],
         "train_answers": len(examples["train"]),
         "batch_size": p["batch_size"],
-        "spoken_codebooks": config.n_q if not p["speak_q"] else p["speak_q"],
+        "spoken_codebooks": spoken,
         **rows,
         "speedup_bf16": round(speedup, 2) if speedup else None,
         "cpu_native_bf16": native,

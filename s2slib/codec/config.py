@@ -34,6 +34,7 @@ CODEBOOK_METRICS = ("euclidean", "cosine")
 ARCHITECTURES = ("conv", "stft")
 UPSAMPLERS = ("nearest", "transposed")
 PROJECTIONS = ("orthogonal", "free")
+PHASE_MODES = ("absolute", "integrated", "centred")  # the iSTFT head's phase (s2slib.codec.stft_io.ISTFTHead)
 
 
 def dataclass_from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -211,7 +212,7 @@ class CodecConfig:
         if self.ema_epsilon <= 0:
             raise ValueError(f"CodecConfig.ema_epsilon must be > 0, got {self.ema_epsilon}.")
         for name, allowed in (("architecture", ARCHITECTURES), ("upsampler", UPSAMPLERS),
-                              ("quantizer_projection", PROJECTIONS), ("phase", ("absolute", "integrated", "centred"))):
+                              ("quantizer_projection", PROJECTIONS), ("phase", PHASE_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"CodecConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}.")
         if self.architecture == "stft":

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from s2slib.codec.config import PHASE_MODES
 from s2slib.codec.layers import Streamable
 
 MAG_EPS = 1e-5  # floor of the magnitude before its log in the front end
 MAX_LOG_MAG = 7.0  # the head's log-magnitude is clamped here (e^7 ~ 1100, far above any speech frame)
-PHASE_MODES = ("absolute", "integrated", "centred")
 
 
 def _check_framing(hop: int, n_fft: int) -> None:

@@ -269,12 +269,12 @@ class S2STrainer:
         self.ddp.train()
         b = self.decoder_inputs(batch.to(self.device))
         transcribe = self.transcribe_weight > 0 and b.user_lengths is not None
-        count = (b.targets != IGNORE).sum(dim=(0, 2)).clamp(min=1)  # (n_q,) targets of the whole batch
         spoken = self.model.config.spoken_q  # codebooks with targets (the rest are not spoken: S2SConfig.speak_q)
+        count = (b.targets[:, :spoken] != IGNORE).sum(dim=(0, 2)).clamp(min=1)  # (spoken,) targets of the whole batch
         chars = int(b.text_lengths[b.text_lengths > 0].sum()) if transcribe else 0
         parts = micro_batches([b], self.cfg.micro_batch)
         self.optimizer.zero_grad(set_to_none=True)
-        nll_total, ctc_total = torch.zeros(spoken, dtype=torch.float32, device=count.device), 0.0
+        nll_total, ctc_total = torch.zeros_like(count, dtype=torch.float32), 0.0
         for i, part in enumerate(parts):
             last = i == len(parts) - 1  # DDP averages the gradients across processes once, after the last slice
             with (contextlib.nullcontext() if last or not self.dist.enabled else self.ddp.no_sync()):
@@ -283,7 +283,7 @@ class S2STrainer:
                                    part.user_lengths if transcribe else None, codebooks=spoken)
                 logits, text_log_probs = out if transcribe else (out, None)
                 nll, _, _ = codebook_losses(logits, part.targets[:, :spoken])  # (spoken,)
-                loss = (nll / count[:spoken]).mean()
+                loss = (nll / count).mean()
                 if transcribe:
                     n = int(part.text_lengths[part.text_lengths > 0].sum())
                     if n:
@@ -292,7 +292,7 @@ class S2STrainer:
                         loss = loss + self.transcribe_weight * ctc * (n / chars)
                 self.scaler.scale(loss).backward()
             nll_total += nll.detach().float()
-        per_codebook = nll_total / count[:spoken]  # (spoken,)
+        per_codebook = nll_total / count  # (spoken,)
         extra = {"ctc": ctc_total / max(chars, 1)} if transcribe else {}
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
