@@ -5,7 +5,8 @@ Codec v2's head (window 640, hop 320 at 16 kHz) predicts each frame's phase. The
 that stays the same from frame to frame is right for them, while for odd bins it is off by ``pi`` and the two
 overlapping frames cancel. A head that predicts slowly changing absolute phases therefore favours the even bins.
 The ``centred`` head predicts an offset from each bin's centre-frequency phase, so an unchanging output is right for
-every bin; the ``integrated`` head predicts each bin's deviation from its centre frequency and sums it over frames.
+every bin; the ``integrated`` head predicts each bin's deviation from its centre frequency and sums it over frames;
+the ``pitch`` head predicts F0 and voicing and turns each bin at its nearest harmonic.
 
 The script measures, on the real test clips of the laptop run (Common Voice speakers and utterances never trained
 on):
@@ -13,9 +14,12 @@ on):
      original's, and its comb ratio at 50 Hz;
   2. the fast50 preset trained for ``--steps`` steps on notebook 02's recipe (augmented crops, a quarter of them
      from the real training clips) with each phase mode of ``--phases``: the same figures, plus STOI and mel
-     distance (medians over the clips).
+     distance (medians over the clips). ``pitch`` is the pitch-locked head (each bin turns at its nearest
+     harmonic of a predicted F0, :mod:`s2slib.codec.pitch`); ``--phase-weight`` adds the phase-derivative loss
+     (:class:`s2slib.codec.losses.PhaseDerivativeLoss`) and ``--pitch-weight`` sets the pitch loss's weight.
 
-    python experiments/codec_phase_comb.py [--steps 800] [--phases absolute centred integrated] [--out DIR]
+    python experiments/codec_phase_comb.py [--steps 800] [--phases absolute centred integrated] [--phase-weight W]
+        [--skip-notebook-codec] [--out DIR]
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import torch
 
 from s2slib.audio import load_audio
 from s2slib.codec.config import CodecConfig
+from s2slib.codec.losses import ReconstructionLossConfig
 from s2slib.codec.train import CodecTrainConfig, CodecTrainer, load_codec
 from s2slib.data.augment import AugmentConfig
 from s2slib.metrics import comb_ratios, mel_distance, stoi
@@ -71,21 +76,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--out", type=Path, default=Path("/tmp/codec_phase_comb"))
     parser.add_argument("--phases", nargs="+", default=["absolute", "centred", "integrated"])
+    parser.add_argument("--phase-weight", type=float, default=0.0,
+                        help="weight of the phase-derivative loss (s2slib.codec.losses.PhaseDerivativeLoss); 0: none")
+    parser.add_argument("--pitch-weight", type=float, default=1.0,
+                        help="weight of the pitch loss of the pitch-locked head (CodecTrainConfig.pitch_weight)")
+    parser.add_argument("--skip-notebook-codec", action="store_true", help="do not measure runs/laptop's codec")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     clips = real_test_clips()
-    results = {"notebook_02_codec (absolute, 3000 steps)": measure(load_codec(RUN / "codec" / "codec.pt").eval(),
-                                                                    clips)}
-    print(json.dumps(results), flush=True)
+    results = {}
+    if not args.skip_notebook_codec:
+        results["notebook_02_codec"] = measure(load_codec(RUN / "codec" / "codec.pt").eval(), clips)
+        print(json.dumps(results), flush=True)
     manifests = RUN / "data" / "manifests"
     for phase in args.phases:
-        cfg = CodecTrainConfig(max_steps=args.steps, batch_size=8, segment_s=1.0, val_every=0,
-                               ckpt_every=args.steps, augment=AugmentConfig(), source_shares={"samples-te": 0.25})
+        cfg = CodecTrainConfig(max_steps=args.steps, batch_size=8, segment_s=1.0, val_every=0, num_workers=1,
+                               ckpt_every=args.steps, augment=AugmentConfig(), source_shares={"samples-te": 0.25},
+                               loss=ReconstructionLossConfig(phase_weight=args.phase_weight),
+                               pitch_weight=args.pitch_weight)
+        name = f"{phase}, {args.steps} steps" + (f", phase loss {args.phase_weight:g}" if args.phase_weight else "")
+        name += f", pitch loss {args.pitch_weight:g}" if phase == "pitch" and args.pitch_weight != 1.0 else ""
         trainer = CodecTrainer(dataclasses.replace(CodecConfig.fast50(), phase=phase), cfg,
-                               manifests / "train.jsonl", manifests / "val.jsonl", args.out / phase, device="cpu")
+                               manifests / "train.jsonl", manifests / "val.jsonl",
+                               args.out / name.replace(", ", "_").replace(" ", "-"), device="cpu")
         trainer.fit(progress=False)
-        results[f"{phase}, {args.steps} steps"] = measure(trainer.model.eval(), clips)
-        print(json.dumps({f"{phase}, {args.steps} steps": results[f"{phase}, {args.steps} steps"]}), flush=True)
+        results[name] = measure(trainer.model.eval(), clips)
+        print(json.dumps({name: results[name]}), flush=True)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -120,11 +120,15 @@ class MultiResolutionSTFT(nn.Module):
         for n in self.fft_sizes:
             self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
 
-    def forward(self, wav: Tensor) -> list[Tensor]:
+    def spectra(self, wav: Tensor) -> list[Tensor]:
+        """The complex STFTs, one ``Tensor[B, n // 2 + 1, frames_n]`` (complex64) per size."""
         wav = mono_batch(wav)  # (B, T)
         with torch.autocast(device_type=wav.device.type, enabled=False):
             return [
                 torch.stft(wav, n, hop_length=n // 4, win_length=n, window=getattr(self, f"window_{n}"), center=True,
-                           pad_mode="constant", return_complex=True).abs()  # (B, n // 2 + 1, frames)
+                           pad_mode="constant", return_complex=True)  # (B, n // 2 + 1, frames)
                 for n in self.fft_sizes
             ]
+
+    def forward(self, wav: Tensor) -> list[Tensor]:
+        return [spec.abs() for spec in self.spectra(wav)]

@@ -467,6 +467,34 @@ def test_a_steady_prediction_on_an_odd_bin_is_a_tone_only_with_centred_phase(pha
         assert float(envelope.min()) < 0.3 * float(envelope.max())
 
 
+def test_pitch_head_puts_harmonics_at_the_predicted_f0_not_on_the_bin_centres():
+    """``phase="pitch"``: the same magnitudes and offsets in every frame, F0 130 Hz, voiced. Each bin turns at the
+    harmonic of 130 Hz nearest to it, so the output's energy sits on 130, 260, 390 Hz, between the bin centres
+    (multiples of 25 Hz); unvoiced, the same input makes tones on the bin centres."""
+    import math
+
+    from s2slib.codec.stft_io import ISTFTHead
+    from s2slib.metrics import comb_share
+
+    head = ISTFTHead(hop=320, n_fft=640, phase="pitch", sample_rate=16000)
+    K, F_ = head.n_bins, 150  # 3 s
+    f0, share = 130.0, {}
+    logit = math.log(math.log(f0 / 50) / math.log(10) / (1 - math.log(f0 / 50) / math.log(10)))  # sigmoid^-1
+    for voicing in (8.0, -8.0):
+        x = torch.full((1, head.in_channels, F_), -30.0)
+        for h in (1, 2, 3):  # bins around each harmonic: 130 -> bins 5, 6; 260 -> 10, 11; 390 -> 15, 16
+            for k in (math.floor(h * f0 / 25), math.ceil(h * f0 / 25)):
+                x[:, k] = 0.0
+        x[:, K: 2 * K] = 0.0  # offsets
+        x[:, 2 * K] = logit
+        x[:, 2 * K + 1] = voicing
+        wav = head(x)[0, 0, 640:-640].numpy()
+        share[voicing > 0] = (comb_share(wav, 16000, f0, width_hz=5.0), comb_share(wav, 16000, 25.0, width_hz=2.0))
+        assert torch.allclose(torch.sigmoid(head.pitch_logits(x)[:, 1]), torch.sigmoid(torch.tensor(voicing)))
+    assert share[True][0] > 0.8  # voiced: on the harmonics of 130 Hz
+    assert share[False][0] < 0.5 and share[False][1] > 0.8  # unvoiced: on the bin centres
+
+
 def test_stft_io_layers_stream_like_their_forward():
     from s2slib.codec.stft_io import CausalSTFT, ISTFTHead
 
@@ -481,7 +509,7 @@ def test_stft_io_layers_stream_like_their_forward():
         pieces.append(y)
     assert torch.allclose(torch.cat(pieces, dim=-1), feats, atol=1e-5)
 
-    for phase in ("absolute", "integrated", "centred"):
+    for phase in ("absolute", "integrated", "centred", "pitch"):
         head = ISTFTHead(hop=80, n_fft=320, phase=phase)
         x = torch.randn(2, head.in_channels, 9, generator=g)
         offline = head(x)

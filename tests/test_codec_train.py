@@ -56,6 +56,26 @@ def test_resume_is_exact(codec_manifests, tmp_path, check_exact_resume):
                        tmp_path, stop_after=3)
 
 
+def test_a_pitch_locked_head_learns_the_measured_pitch_and_resumes_exactly(codec_manifests, tmp_path,
+                                                                          check_exact_resume):
+    """``phase="pitch"``: the trainer adds the pitch loss (F0 in octaves, voicing) against the pitch it measures on
+    each crop, logs both terms, lowers them, and a resumed run equals an uninterrupted one."""
+    import dataclasses
+
+    train, val = codec_manifests
+    config = dataclasses.replace(CodecConfig.fast50_tiny(), phase="pitch")
+    trainer = CodecTrainer(config, small_config(max_steps=40, lr=3e-3, val_every=40, ckpt_every=40, segment_s=0.5),
+                           train, val, tmp_path / "long", device="cpu")
+    history = trainer.fit(progress=False)
+    for key in ("loss_pitch_f0", "loss_pitch_voicing"):
+        steps, values = history.series(key)
+        assert steps[-1] == 40 and np.isfinite(values).all()
+        assert np.mean(values[-5:]) < np.mean(values[:5]), key  # it learns the pitch
+    assert load_codec(tmp_path / "long" / "codec.pt").config.phase == "pitch"
+    check_exact_resume(lambda out: CodecTrainer(config, small_config(segment_s=0.5), train, val, out, device="cpu"),
+                       tmp_path / "resume", stop_after=3)
+
+
 def test_bad_checkpoints_get_clear_errors(codec_manifests, tmp_path):
     train, val = codec_manifests
     CodecTrainer(CodecConfig.tiny(), small_config(max_steps=2), train, val, tmp_path, device="cpu").fit(progress=False)

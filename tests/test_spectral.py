@@ -128,6 +128,53 @@ def test_config_floors_round_trip_and_old_dicts_load():
         ReconstructionLossConfig(stft_floor_db=-3.0)
 
 
+def _harmonics(freqs, phases=None, n=SR) -> torch.Tensor:
+    t = torch.arange(n, dtype=torch.float64) / SR
+    phases = phases if phases is not None else range(len(freqs))
+    return sum(torch.sin(2 * torch.pi * f * t + p) / (i + 1) for i, (f, p) in enumerate(zip(freqs, phases))).float()
+
+
+def test_phase_derivative_loss_sees_a_comb_that_magnitude_losses_barely_separate():
+    """Harmonics of 120 Hz against the same harmonics moved to the nearest multiple of 50 Hz (the comb an iSTFT
+    head makes when its phase stands still): close in magnitude, far apart in phase derivatives."""
+    from s2slib.codec.losses import PhaseDerivativeLoss
+
+    f0 = 120.0
+    harmonics = [f0 * k for k in range(1, 20)]
+    ref = _harmonics(harmonics)[None, None]
+    comb = _harmonics([round(f / 50) * 50 for f in harmonics])[None, None]
+    loss = PhaseDerivativeLoss()
+    assert loss(ref, ref) < 1e-3  # identical
+    assert loss(ref, 0.1 * ref) < 0.01  # level does not matter, only the phase's changes
+    assert loss(ref, torch.roll(ref, 16, -1)) < 0.05  # a 1 ms shift changes group delay a little
+    assert loss(ref, comb) > 0.3
+    noise = torch.randn(1, 1, SR, generator=torch.Generator().manual_seed(0)) * 0.3
+    assert loss(ref, noise) > 0.4  # unrelated phase changes
+    est = comb.clone().requires_grad_()
+    loss(ref, est).backward()
+    assert torch.isfinite(est.grad).all() and est.grad.abs().sum() > 0
+    silent = torch.zeros_like(ref, requires_grad=True)
+    value = loss(ref, silent)
+    value.backward()
+    assert abs(value.item() - 1.0) < 1e-3 and torch.isfinite(silent.grad).all()  # no phase at all: 1; no NaN
+    with pytest.raises(ValueError, match="floor_db"):
+        PhaseDerivativeLoss(floor_db=0)
+
+
+def test_reconstruction_loss_adds_the_phase_term_only_when_weighted():
+    ref = _harmonics([120.0 * k for k in range(1, 10)], n=8000)[None, None]
+    est = _harmonics([100.0 * k for k in range(1, 10)], n=8000)[None, None]
+    assert "phase" not in ReconstructionLoss(SR)(ref, est)  # weight 0 by default: older runs are unchanged
+    plain = ReconstructionLoss(SR)(ref, est)["total"]
+    terms = ReconstructionLoss(SR, ReconstructionLossConfig(phase_weight=2.0, phase_fft_sizes=[512]))(ref, est)
+    assert terms["phase"] > 0.3
+    torch.testing.assert_close(terms["total"], plain + 2.0 * terms["phase"])
+    config = ReconstructionLossConfig(phase_weight=2.0, phase_fft_sizes=[512])
+    assert ReconstructionLossConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="weights"):
+        ReconstructionLossConfig(phase_weight=-1.0)
+
+
 def test_metrics_and_spectral_do_not_import_the_codec():
     code = ("import sys, s2slib.metrics, s2slib.spectral; "
             "print([m for m in sys.modules if m.startswith('s2slib.codec')])")

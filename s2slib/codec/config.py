@@ -34,7 +34,7 @@ CODEBOOK_METRICS = ("euclidean", "cosine")
 ARCHITECTURES = ("conv", "stft")
 UPSAMPLERS = ("nearest", "transposed")
 PROJECTIONS = ("orthogonal", "free")
-PHASE_MODES = ("absolute", "integrated", "centred")  # the iSTFT head's phase (s2slib.codec.stft_io.ISTFTHead)
+PHASE_MODES = ("absolute", "integrated", "centred", "pitch")  # the iSTFT head's phase (s2slib.codec.stft_io.ISTFTHead)
 
 
 def dataclass_from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -107,7 +107,8 @@ class CodecConfig:
     block_expansion: int = 3  # hidden width of each block's MLP, times frame_dim
     n_fft: int = 0  # STFT window of the front end and the iSTFT head; 0: 2 * hop (one hop of overlap)
     phase: str = "absolute"  # iSTFT head: "absolute" phase per frame (Vocos), "centred" (offsets from each bin's
-    # centre-frequency phase) or "integrated" frequency deviations (s2slib.codec.stft_io.ISTFTHead)
+    # centre-frequency phase), "integrated" frequency deviations or "pitch" (each bin turns at its nearest harmonic of
+    # a predicted F0; s2slib.codec.stft_io.ISTFTHead)
     # --- residual vector quantizer ---
     n_q: int = 8  # quantizer levels
     codebook_size: int = 1024  # entries per level -> log2(1024) = 10 bits per level per frame

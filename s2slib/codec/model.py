@@ -124,7 +124,7 @@ class FrameDecoder(StreamingSequential):
 
     def __init__(self, config: CodecConfig):
         c = config
-        head = ISTFTHead(c.hop_length, c.window_length, c.phase)
+        head = ISTFTHead(c.hop_length, c.window_length, c.phase, c.sample_rate)
         super().__init__(
             FrameStack(c.latent_dim, c.frame_dim, head.in_channels, c.decoder_blocks, c.block_kernel_size,
                        c.block_expansion),
@@ -134,6 +134,12 @@ class FrameDecoder(StreamingSequential):
     def finish(self, state: tuple) -> Tensor:
         """The overlap-add tail still pending at the end of a stream (see :meth:`ISTFTHead.finish`)."""
         return self.layers[-1].finish(state[-1])
+
+    def forward_with_pitch(self, latent: Tensor) -> tuple[Tensor, Tensor | None]:
+        """:meth:`forward` plus the head's pitch channels (``Tensor[B, 2, F]``, or None: see
+        :meth:`ISTFTHead.pitch_logits`)."""
+        frames = self.layers[0](latent)  # (B, head.in_channels, F)
+        return self.layers[1](frames), self.layers[1].pitch_logits(frames)
 
 
 @dataclass
@@ -151,6 +157,8 @@ class CodecOutput:
     n_q_used: Tensor[B] levels used for each example (random under quantizer dropout).
     codebook_usage: Tensor[n_q] fraction of each codebook used in the batch.
     perplexity: Tensor[n_q] perplexity of each level's codes.
+    pitch: Tensor[B, 2, F] the decoder's F0 and voicing logits where its head is pitch-locked
+        (``phase="pitch"``), else None.
     """
 
     wav_hat: Tensor
@@ -162,6 +170,7 @@ class CodecOutput:
     n_q_used: Tensor
     codebook_usage: Tensor
     perplexity: Tensor
+    pitch: Tensor | None = None
 
 
 class FramedCodec(nn.Module):
@@ -272,10 +281,14 @@ class Codec(FramedCodec):
         latent = self.latent(wav)  # (B, D, F); checks wav
         length = wav.shape[-1]
         q = self.quantizer(latent, n_q)
-        wav_hat = self.decoder(q.z_q)[..., :length]  # (B, C, T)
+        if isinstance(self.decoder, FrameDecoder):
+            wav_hat, pitch = self.decoder.forward_with_pitch(q.z_q)
+        else:
+            wav_hat, pitch = self.decoder(q.z_q), None
         return CodecOutput(
-            wav_hat=wav_hat, codes=q.codes, latent=latent, latent_q=q.z_q, vq_loss=q.vq_loss,
+            wav_hat=wav_hat[..., :length], codes=q.codes, latent=latent, latent_q=q.z_q, vq_loss=q.vq_loss,
             commitment_loss=q.commitment_loss, n_q_used=q.n_q_used, codebook_usage=q.usage, perplexity=q.perplexity,
+            pitch=pitch,
         )
 
     # ------------------------------------------------------------------ streaming API

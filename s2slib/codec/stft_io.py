@@ -25,9 +25,16 @@ from torch import Tensor
 
 from s2slib.codec.config import PHASE_MODES
 from s2slib.codec.layers import Streamable
+from s2slib.codec.pitch import F0_MAX_HZ, F0_MIN_HZ
 
 MAG_EPS = 1e-5  # floor of the magnitude before its log in the front end
 MAX_LOG_MAG = 7.0  # the head's log-magnitude is clamped here (e^7 ~ 1100, far above any speech frame)
+
+
+def f0_from_logit(logit: Tensor) -> Tensor:
+    """The pitch head's F0 channel to Hz: ``F0_MIN_HZ * (F0_MAX_HZ / F0_MIN_HZ) ** sigmoid(logit)`` (50 to 500 Hz,
+    even steps in octaves)."""
+    return F0_MIN_HZ * (F0_MAX_HZ / F0_MIN_HZ) ** torch.sigmoid(logit)
 
 
 def _check_framing(hop: int, n_fft: int) -> None:
@@ -100,13 +107,16 @@ class ISTFTHead(Streamable):
     tail and how many samples before the start of the signal are still to be dropped.
     """
 
-    def __init__(self, hop: int, n_fft: int, phase: str = "absolute"):
+    def __init__(self, hop: int, n_fft: int, phase: str = "absolute", sample_rate: int = 16000):
         super().__init__()
         _check_framing(hop, n_fft)
         if phase not in PHASE_MODES:
             raise ValueError(f"phase must be one of {PHASE_MODES}, got {phase!r}.")
-        self.hop, self.n_fft, self.phase = hop, n_fft, phase
+        self.hop, self.n_fft, self.phase, self.sample_rate = hop, n_fft, phase, sample_rate
         self.n_bins = n_fft // 2 + 1
+        # centre frequency of each bin in Hz (the pitch mode finds each bin's nearest harmonic from it)
+        self.register_buffer("bin_hz", torch.arange(self.n_bins, dtype=torch.float64) * sample_rate / n_fft,
+                             persistent=False)
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True) * (2 * hop / n_fft), persistent=False)
         # phase advance of each bin's centre frequency over one hop: 2 pi k hop / n_fft (an integer multiple of pi
         # for hop = n_fft / 2, so it is exact however many frames pass)
@@ -115,7 +125,14 @@ class ISTFTHead(Streamable):
 
     @property
     def in_channels(self) -> int:
+        if self.phase == "pitch":
+            return 2 * self.n_bins + 2  # log magnitudes, phase offsets, F0, voicing
         return (3 if self.phase == "integrated" else 2) * self.n_bins
+
+    def pitch_logits(self, x: Tensor) -> Tensor | None:
+        """The F0 and voicing channels of the head's input ``x: Tensor[B, in_channels, F]``, ``Tensor[B, 2, F]``
+        (see :func:`f0_from_logit`; voicing is a logit), or None for the other phase modes."""
+        return x[:, 2 * self.n_bins:] if self.phase == "pitch" else None
 
     def _centre(self, start: int, n: int, device: torch.device) -> Tensor:
         """Each bin's centre-frequency phase at frames ``start .. start + n - 1``, wrapped: ``Tensor[K, n]`` float64."""
@@ -132,21 +149,48 @@ class ISTFTHead(Streamable):
           slowly is right for every bin; an absolute phase that changes slowly is right only for the even bins
           (multiples of ``2 sr / n_fft``: 50 Hz for codec v2), and the odd bins' overlapping frames cancel.
         - ``integrated``: the prediction is each bin's deviation from its centre frequency, summed over frames, plus
-          an offset."""
+          an offset.
+        - ``pitch``: the prediction is an F0, a voicing and an offset per bin. In a voiced frame each bin turns at
+          the frequency of the harmonic of F0 nearest to its centre (``h * F0``, ``h = max(1, round(f_k / F0))``),
+          in an unvoiced one at its centre frequency, blended by the voicing probability; the turns are summed over
+          frames and the offset added. F0 and voicing reach the phase detached: they learn from the measured pitch
+          (:func:`s2slib.codec.pitch.pitch_loss`), whose loss is smooth, not from the waveform losses, whose
+          dependence on F0 through the phase oscillates."""
         if self.phase == "absolute":
             return x[:, self.n_bins:], carried
         if self.phase == "centred":
             centre = self._centre(start, x.shape[-1], x.device)  # (K, F)
             return (x[:, self.n_bins:].double() + centre[None]).float(), carried
+        if self.phase == "pitch":
+            offset, logits = x[:, self.n_bins: 2 * self.n_bins], x[:, 2 * self.n_bins:].detach().double()
+            # F0 on a grid of 1 cent, so that float noise between offline and streaming runs (1e-6) does not pick a
+            # different harmonic number for a bin now and then: the grid point is the same unless the noise
+            # crosses its edge
+            cents = torch.round(1200 * torch.log2(f0_from_logit(logits[:, :1]) / F0_MIN_HZ))
+            f0 = F0_MIN_HZ * torch.exp2(cents / 1200)  # (B, 1, F) Hz
+            voicing = torch.sigmoid(logits[:, 1:])  # (B, 1, F)
+            bin_hz = self.bin_hz[None, :, None]  # (1, K, 1)
+            harmonic = torch.round(bin_hz / f0).clamp_min(1) * f0  # (B, K, F) Hz
+            # the turn per hop as the bin centre's (exact, from _centre) plus the deviation from it, so that the
+            # float noise in F0 scales a deviation of at most F0 / 2, not a frequency of up to 8 kHz
+            deviation = 2 * torch.pi * self.hop / self.sample_rate * voicing * (harmonic - bin_hz)  # (B, K, F)
+            total = self._integrate(deviation, carried)
+            centre = self._centre(start, x.shape[-1], x.device)  # (K, F)
+            return (total + centre[None] + offset.double()).float(), total[..., -1]
         delta, offset = x[:, self.n_bins: 2 * self.n_bins], x[:, 2 * self.n_bins:]  # (B, K, F) each
-        # integrate the predicted deviation from each bin's centre frequency, in float64 and wrapped, so offline and
-        # streaming sums agree to ~1e-12 rad whatever the chunking
-        total = torch.cumsum(delta.double(), dim=-1)  # (B, K, F)
-        if carried is not None:
-            total = total + carried[..., None]
-        total = torch.remainder(total, 2 * torch.pi)
+        total = self._integrate(delta.double(), carried)
         centre = self._centre(start, x.shape[-1], x.device)  # (K, F)
         return (total + centre[None] + offset.double()).float(), total[..., -1]
+
+    @staticmethod
+    def _integrate(turns: Tensor, carried: Tensor | None) -> Tensor:
+        """Running sum over frames of ``turns: Tensor[B, K, F]`` (float64) after the ``carried`` phase
+        ``Tensor[B, K]``, wrapped to [0, 2 pi): in float64, offline and streaming sums agree to ~1e-12 rad whatever
+        the chunking."""
+        total = torch.cumsum(turns, dim=-1)  # (B, K, F)
+        if carried is not None:
+            total = total + carried[..., None]
+        return torch.remainder(total, 2 * torch.pi)
 
     def _frames(self, x: Tensor, start: int = 0, carried: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """``x: Tensor[B, in_channels, F]`` -> windowed time frames ``Tensor[B, n_fft, F]`` and the carried phase."""

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -35,6 +36,7 @@ from s2slib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from s2slib.codec.config import CodecConfig, dataclass_from_dict
 from s2slib.codec.losses import ReconstructionLoss, ReconstructionLossConfig
 from s2slib.codec.model import Codec
+from s2slib.codec.pitch import frame_pitch, pitch_loss
 from s2slib.data.augment import AugmentConfig
 from s2slib.data.loader import CropSampler, load_utterances, read_crop, step_batches
 from s2slib.training import (History, autocast, optimisation_state, restore_optimisation, save_training_checkpoint,
@@ -58,6 +60,7 @@ class CodecTrainConfig:
     min_lr_ratio: float = 0.05  # the cosine decay ends at lr * min_lr_ratio
     grad_clip: float = 100.0  # max gradient norm: a guard against spikes (norms run at about 10 with relative floors)
     vq_weight: float = 1.0  # weight of the commitment loss (its beta lives in CodecConfig.commitment_weight)
+    pitch_weight: float = 1.0  # weight of the pitch loss (F0 in octaves + voicing) of a pitch-locked head (phase="pitch")
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     val_every: int = 250  # steps between validations (0: only at the end)
     val_items: int = 12  # validation utterances measured each time
@@ -244,7 +247,19 @@ class CodecTrainer:
             out = self.model(wav)
             terms = self.loss(wav, out.wav_hat.float())
             total = terms["total"] + self.cfg.vq_weight * out.vq_loss
+            if out.pitch is not None:  # a pitch-locked head learns F0 and voicing from the measured pitch
+                for name, value in self._pitch_terms(wav, out.pitch).items():
+                    terms[f"pitch_{name}"] = value
+                    total = total + self.cfg.pitch_weight * value
         return self._update_codec(total, terms, out)
+
+    def _pitch_terms(self, wav: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:func:`s2slib.codec.pitch.pitch_loss` of the head's ``logits: Tensor[B, 2, F]`` against the pitch measured
+        on ``wav: Tensor[B, 1, T]`` in the codec's frames."""
+        c = self.codec.config
+        wav = F.pad(wav, (0, logits.shape[-1] * c.hop_length - wav.shape[-1]))  # whole frames, as the codec pads
+        f0, voiced = frame_pitch(wav.float(), c.sample_rate, c.hop_length, c.window_length)
+        return pitch_loss(logits, f0, voiced)
 
     def _update_codec(self, total: torch.Tensor, terms: dict[str, torch.Tensor], out) -> dict[str, float]:
         """Backpropagate the codec's loss ``total``, clip, step its optimizer and schedule; the row to log (the

@@ -1,0 +1,88 @@
+"""How much does the phase alone cost? Exact magnitudes, resynthesised by codec v2's iSTFT head with various phases.
+
+Each real test clip of the laptop run (Common Voice speakers and sentences never trained on) is cut into codec v2's
+frames (window 640, hop 320, periodic Hann), and its exact STFT magnitudes go through :class:`ISTFTHead` with:
+
+- ``exact``: the clip's own phases (the ceiling of this resynthesis: the head windows the frames a second time);
+- ``random``: a random phase in every bin of every frame (notebook 02's "exact magnitudes, random phase" point);
+- ``constant``: the same phase in every frame (what an absolute-phase head predicts when its phase stands still);
+- ``centre tones``: each bin turning at its own centre frequency (the centred head with a steady offset);
+- ``pitch-locked``: each bin turning at the harmonic of the clip's F0 nearest to it in voiced frames
+  (:func:`s2slib.codec.pitch.frame_pitch`, the target of the pitch-locked head) and at its centre frequency in
+  unvoiced ones, as ``ISTFTHead(phase="pitch")`` does with a perfect F0;
+- ``pitch-locked, F0 off by N cents``: the same with every F0 multiplied by ``2 ** (N / 1200)``.
+
+It prints medians over the clips of the even/odd bin energy ratio, the comb ratio at 50 Hz, STOI and mel distance.
+No training; about a minute on 2 CPU cores.
+
+    python experiments/codec_phase_oracle.py [--run runs/laptop] [--cents 25 100 200]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from codec_phase_comb import even_odd_ratio, real_test_clips  # noqa: E402
+
+from s2slib.codec.pitch import causal_frames, frame_pitch  # noqa: E402
+from s2slib.codec.stft_io import ISTFTHead  # noqa: E402
+from s2slib.metrics import comb_ratios, mel_distance, stoi  # noqa: E402
+
+SR, HOP, NFFT = 16000, 320, 640
+
+
+def pitch_locked(shape: tuple[int, int], f0: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+    """Phases ``(K, F)``: each bin's running sum of the turn per hop of its nearest harmonic (voiced frames) or of
+    its centre frequency (unvoiced ones)."""
+    bin_hz = np.arange(shape[0]) * SR / NFFT
+    harmonic = np.maximum(1, np.round(bin_hz[:, None] / f0[None, :])) * f0[None, :]  # (K, F)
+    hz = np.where(voiced[None, :], harmonic, bin_hz[:, None])
+    return np.cumsum(2 * np.pi * hz * HOP / SR, axis=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=Path("runs/laptop"))
+    parser.add_argument("--cents", type=float, nargs="*", default=[25.0, 100.0, 200.0],
+                        help="F0 errors to try on the pitch-locked phase")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    head = ISTFTHead(HOP, NFFT)  # absolute phase: we hand it the phases
+    window = torch.hann_window(NFFT)
+    rng = np.random.default_rng(0)
+    rows: dict[str, list[dict]] = {}
+    for wav in real_test_clips(args.run):
+        wav = wav[: len(wav) // HOP * HOP]
+        x = torch.from_numpy(wav).float()[None]
+        spec = torch.fft.rfft(causal_frames(x, HOP, NFFT) * window, norm="ortho")[0].T.numpy()  # (K, F)
+        f0, voiced = (a[0].numpy() for a in frame_pitch(x, SR, HOP, NFFT))
+        phases = {"exact": np.angle(spec), "random": rng.uniform(-np.pi, np.pi, spec.shape),
+                  "constant": np.zeros(spec.shape),
+                  "centre tones": np.cumsum(np.broadcast_to(2 * np.pi * np.arange(spec.shape[0])[:, None] * HOP / NFFT,
+                                                            spec.shape), axis=1),
+                  "pitch-locked": pitch_locked(spec.shape, f0, voiced)}
+        for cents in args.cents:
+            phases[f"pitch-locked, F0 off by {cents:g} cents"] = pitch_locked(spec.shape, f0 * 2 ** (cents / 1200),
+                                                                              voiced)
+        for name, phase in phases.items():
+            inp = torch.from_numpy(np.concatenate([np.log(np.abs(spec) + 1e-7), phase])).float()[None]
+            with torch.inference_mode():
+                est = head(inp)[0, 0].numpy()
+            rows.setdefault(name, []).append({
+                "even_odd": even_odd_ratio(est), "comb_50": comb_ratios(wav, est, SR, [50.0])[50.0],
+                "stoi": stoi(wav, est, SR), "mel_distance": mel_distance(wav, est, SR)})
+    results = {name: {k: round(float(np.nanmedian([r[k] for r in rs])), 3) for k in rs[0]} | {"clips": len(rs)}
+               for name, rs in rows.items()}
+    for name, values in results.items():
+        print(json.dumps({name: values}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
