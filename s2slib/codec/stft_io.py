@@ -93,18 +93,22 @@ class CausalSTFT(Streamable):
 class ISTFTHead(Streamable):
     """Per-frame log magnitude and phase to a waveform, by inverse FFT and overlap-add.
 
-    The input holds, for each frame, ``n_bins`` log magnitudes then ``n_bins`` phases (radians, any range: only
-    ``cos`` and ``sin`` of them are used, so the network never has to wrap angles, as in Vocos). The spectrum
+    The input holds, for each frame, ``n_bins`` log magnitudes then what the ``phase`` mode makes the phases from
+    (:meth:`_phase`): ``n_bins`` phases (``absolute``) or offsets (``centred``), deviations and offsets
+    (``integrated``, ``2 n_bins``), or offsets, an F0 and a voicing (``pitch``, ``n_bins + 2``); ``in_channels``
+    counts them. Phases are radians in any range: only ``cos`` and ``sin`` of them are used, so the network never
+    has to wrap angles, as in Vocos. ``sample_rate`` serves the pitch mode (harmonics in Hz). The spectrum
     ``exp(log_mag) * (cos(phase) + i sin(phase))`` is inverted with an orthonormal ``irfft``, windowed with a
     periodic Hann window, scaled by ``2 hop / n_fft`` (the inverse of the windows' overlap sum) and overlap-added
     at ``hop``.
 
-    Shapes: ``x: Tensor[B, 2 * n_bins, F]`` -> ``wav: Tensor[B, 1, F * hop]``, aligned with the input audio: sample
+    Shapes: ``x: Tensor[B, in_channels, F]`` -> ``wav: Tensor[B, 1, F * hop]``, aligned with the input audio: sample
     ``s`` reconstructs input sample ``s``. The last ``n_fft - hop`` samples of an offline decode lack the windows
     of frames that do not exist (in streaming they come from :meth:`finish`).
 
     Streaming: :meth:`step` returns only samples no later frame will add to; its state is the pending overlap-add
-    tail and how many samples before the start of the signal are still to be dropped.
+    tail, how many samples before the start of the signal are still to be dropped, the frames decoded and the
+    summed phase of the integrated and pitch modes.
     """
 
     def __init__(self, hop: int, n_fft: int, phase: str = "absolute", sample_rate: int = 16000):
