@@ -1,0 +1,70 @@
+"""Magnitudes or phase? Each trained head's own predicted magnitudes under its own, a random and the exact phase.
+
+For each codec checkpoint given (``codec.pt`` files of the ``stft`` family, e.g. the runs that
+``codec_phase_comb.py`` writes under ``--out``), every real test clip of the laptop run is encoded and decoded at
+all levels; the decoder's log magnitudes are then resynthesised by an absolute-phase iSTFT head with
+- ``own``: the head's own phase rule (what the codec outputs);
+- ``random``: a random phase in every bin and frame;
+- ``exact``: the clip's own STFT phase in codec v2's frames.
+It prints, per checkpoint, the median STOI and mel distance of each. If ``own`` is well above ``random``, the head's
+phase carries information; ``exact`` bounds what its magnitudes could give with a perfect phase.
+
+    python experiments/codec_phase_swap.py /tmp/codec_phase_comb/absolute_800-steps/codec.pt ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from codec_phase_comb import RUN, real_test_clips  # noqa: E402
+
+from s2slib.codec.pitch import causal_frames  # noqa: E402
+from s2slib.codec.stft_io import ISTFTHead  # noqa: E402
+from s2slib.codec.train import load_codec  # noqa: E402
+from s2slib.metrics import mel_distance, stoi  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--run", type=Path, default=RUN)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    clips = real_test_clips(args.run)
+    for path in args.checkpoints:
+        codec = load_codec(path).eval()
+        if codec.config.architecture != "stft":
+            raise SystemExit(f"{path}: not an iSTFT-head codec (architecture {codec.config.architecture!r}).")
+        stack, head = codec.decoder.layers
+        hop, n_fft, sr = head.hop, head.n_fft, codec.sample_rate
+        plain = ISTFTHead(hop, n_fft)  # absolute phase: we hand it the phases
+        rows: dict[str, list[tuple[float, float]]] = {"own": [], "random": [], "exact": []}
+        for wav in clips:
+            wav = wav[: len(wav) // hop * hop]
+            x = torch.from_numpy(wav).float().view(1, 1, -1)
+            with torch.inference_mode():
+                frames = stack(codec.quantizer(codec.latent(x), codec.config.n_q).z_q)
+                log_mag = frames[:, : head.n_bins]
+                exact = torch.angle(torch.fft.rfft(causal_frames(x[:, 0], hop, n_fft) * torch.hann_window(n_fft),
+                                                   norm="ortho")).transpose(1, 2)
+                random = torch.from_numpy(rng.uniform(-np.pi, np.pi, log_mag.shape)).float()
+                outs = {"own": head(frames), "random": plain(torch.cat([log_mag, random], 1)),
+                        "exact": plain(torch.cat([log_mag, exact], 1))}
+            for name, est in outs.items():
+                est = est[0, 0].clamp(-1, 1).numpy()  # as Codec.decode bounds it
+                rows[name].append((stoi(wav, est, sr), mel_distance(wav, est, sr)))
+        print(json.dumps({str(path): {name: {"stoi": round(float(np.median([r[0] for r in rs])), 3),
+                                              "mel_distance": round(float(np.median([r[1] for r in rs])), 3)}
+                                       for name, rs in rows.items()}}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
