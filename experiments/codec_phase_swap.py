@@ -7,7 +7,9 @@ all levels; the decoder's log magnitudes are then resynthesised by an absolute-p
 - ``random``: a random phase in every bin and frame;
 - ``exact``: the clip's own STFT phase in codec v2's frames.
 It prints, per checkpoint, the median STOI and mel distance of each. If ``own`` is well above ``random``, the head's
-phase carries information; ``exact`` bounds what its magnitudes could give with a perfect phase.
+phase carries information; ``exact`` bounds what its magnitudes could give with a perfect phase. For a pitch-locked
+head (``phase="pitch"``) it also prints how far its F0 is from :func:`s2slib.codec.pitch.frame_pitch`'s on the
+voiced frames (cents: median, 75th percentile, share within 50) and how often the two agree on voicing.
 
     python experiments/codec_phase_swap.py /tmp/codec_phase_comb/absolute_800-steps/codec.pt ...
 """
@@ -24,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec_phase_comb import RUN, real_test_clips  # noqa: E402
 
-from s2slib.codec.pitch import causal_frames  # noqa: E402
-from s2slib.codec.stft_io import ISTFTHead  # noqa: E402
+from s2slib.codec.pitch import causal_frames, frame_pitch  # noqa: E402
+from s2slib.codec.stft_io import ISTFTHead, f0_from_logit  # noqa: E402
 from s2slib.codec.train import load_codec  # noqa: E402
 from s2slib.metrics import mel_distance, stoi  # noqa: E402
 
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         hop, n_fft, sr = head.hop, head.n_fft, codec.sample_rate
         plain = ISTFTHead(hop, n_fft)  # absolute phase: we hand it the phases
         rows: dict[str, list[tuple[float, float]]] = {"own": [], "random": [], "exact": []}
+        cents, voicing_agrees = [], []
         for wav in clips:
             wav = wav[: len(wav) // hop * hop]
             x = torch.from_numpy(wav).float().view(1, 1, -1)
@@ -60,9 +63,19 @@ def main(argv: list[str] | None = None) -> int:
             for name, est in outs.items():
                 est = est[0, 0].clamp(-1, 1).numpy()  # as Codec.decode bounds it
                 rows[name].append((stoi(wav, est, sr), mel_distance(wav, est, sr)))
-        print(json.dumps({str(path): {name: {"stoi": round(float(np.median([r[0] for r in rs])), 3),
-                                              "mel_distance": round(float(np.median([r[1] for r in rs])), 3)}
-                                       for name, rs in rows.items()}}), flush=True)
+            logits = head.pitch_logits(frames)
+            if logits is not None:
+                f0, voiced = frame_pitch(x, sr, hop, n_fft)
+                cents.append((1200 * torch.log2(f0_from_logit(logits[0, 0]) / f0[0])).abs()[voiced[0]].numpy())
+                voicing_agrees.append(float(((logits[0, 1] > 0) == voiced[0]).float().mean()))
+        result = {name: {"stoi": round(float(np.median([r[0] for r in rs])), 3),
+                         "mel_distance": round(float(np.median([r[1] for r in rs])), 3)} for name, rs in rows.items()}
+        if cents:
+            err = np.concatenate(cents)
+            result["f0_error_cents"] = {"median": round(float(np.median(err))), "p75": round(float(np.percentile(err, 75))),
+                                        "within_50": round(float(np.mean(err < 50)), 2), "voiced_frames": int(err.size),
+                                        "voicing_agreement": round(float(np.mean(voicing_agrees)), 2)}
+        print(json.dumps({str(path): result}), flush=True)
     return 0
 
 
