@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec_phase_comb import RUN, real_test_clips  # noqa: E402
 
-from s2slib.codec.pitch import causal_frames, frame_pitch  # noqa: E402
-from s2slib.codec.stft_io import ISTFTHead, f0_from_logit  # noqa: E402
+from s2slib.codec.pitch import causal_frames, f0_from_logit, frame_pitch  # noqa: E402
+from s2slib.codec.stft_io import ISTFTHead  # noqa: E402
 from s2slib.codec.train import load_codec  # noqa: E402
 from s2slib.metrics import mel_distance, stoi  # noqa: E402
 

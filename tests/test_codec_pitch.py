@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from s2slib.codec.pitch import frame_pitch, pitch_loss
-from s2slib.codec.stft_io import f0_from_logit
+from s2slib.codec.pitch import f0_from_logit, frame_pitch, pitch_loss
 
 SR = 16000
 

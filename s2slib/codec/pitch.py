@@ -25,6 +25,12 @@ from torch import Tensor
 F0_MIN_HZ, F0_MAX_HZ = 50.0, 500.0  # the range the head can say (the tracker looks at fmin..fmax inside it)
 
 
+def f0_from_logit(logit: Tensor) -> Tensor:
+    """The pitch head's F0 channel to Hz: ``F0_MIN_HZ * (F0_MAX_HZ / F0_MIN_HZ) ** sigmoid(logit)`` (50 to 500 Hz,
+    even steps in octaves)."""
+    return F0_MIN_HZ * (F0_MAX_HZ / F0_MIN_HZ) ** torch.sigmoid(logit)
+
+
 def causal_frames(wav: Tensor, hop: int, n_fft: int) -> Tensor:
     """``wav: Tensor[B, T]`` (``T`` a multiple of ``hop``) -> ``Tensor[B, T // hop, n_fft]``: frame ``t`` is the
     ``n_fft`` samples ending at ``(t + 1) * hop``, zeros before the start."""
@@ -94,12 +100,10 @@ def frame_pitch(wav: Tensor, sample_rate: int, hop: int, n_fft: int, fmin: float
 def pitch_loss(logits: Tensor, f0: Tensor, voiced: Tensor) -> dict[str, Tensor]:
     """How far the head's pitch channels are from the measured pitch.
 
-    ``logits: Tensor[B, 2, F]`` (F0 then voicing, as :meth:`ISTFTHead.pitch_logits` returns them), ``f0, voiced:
+    ``logits: Tensor[B, 2, F]`` (F0 then voicing, as :meth:`s2slib.codec.stft_io.ISTFTHead.pitch_logits` returns them), ``f0, voiced:
     Tensor[B, F]`` from :func:`frame_pitch`. Returns ``{"f0": L1 in octaves over the voiced frames, "voicing":
     binary cross-entropy over all frames}`` (scalars; ``f0`` is 0 in a batch without voiced frames).
     """
-    from s2slib.codec.stft_io import f0_from_logit
-
     logits = logits.float()
     pred = torch.log2(f0_from_logit(logits[:, 0]))
     err = (pred - torch.log2(f0)).abs()

@@ -25,16 +25,10 @@ from torch import Tensor
 
 from s2slib.codec.config import PHASE_MODES
 from s2slib.codec.layers import Streamable
-from s2slib.codec.pitch import F0_MAX_HZ, F0_MIN_HZ
+from s2slib.codec.pitch import F0_MIN_HZ, causal_frames, f0_from_logit
 
 MAG_EPS = 1e-5  # floor of the magnitude before its log in the front end
 MAX_LOG_MAG = 7.0  # the head's log-magnitude is clamped here (e^7 ~ 1100, far above any speech frame)
-
-
-def f0_from_logit(logit: Tensor) -> Tensor:
-    """The pitch head's F0 channel to Hz: ``F0_MIN_HZ * (F0_MAX_HZ / F0_MIN_HZ) ** sigmoid(logit)`` (50 to 500 Hz,
-    even steps in octaves)."""
-    return F0_MIN_HZ * (F0_MAX_HZ / F0_MIN_HZ) ** torch.sigmoid(logit)
 
 
 def _check_framing(hop: int, n_fft: int) -> None:
@@ -74,9 +68,7 @@ class CausalSTFT(Streamable):
         return feats.transpose(1, 2).to(frames.dtype)  # (B, 3K, F)
 
     def forward(self, wav: Tensor) -> Tensor:
-        x = F.pad(wav[:, 0], (self.n_fft - self.hop, 0))  # (B, n_fft - hop + T): the past only
-        frames = x.unfold(-1, self.n_fft, self.hop)  # (B, T // hop, n_fft)
-        return self._features(frames)
+        return self._features(causal_frames(wav[:, 0], self.hop, self.n_fft))  # frames (B, T // hop, n_fft)
 
     def initial_state(self, batch_size, device=None, dtype=None) -> Tensor:
         return torch.zeros(batch_size, self.n_fft - self.hop, device=device, dtype=dtype)
@@ -178,23 +170,16 @@ class ISTFTHead(Streamable):
             # the turn per hop as the bin centre's (exact, from _centre) plus the deviation from it, so that the
             # float noise in F0 scales a deviation of at most F0 / 2, not a frequency of up to 8 kHz
             deviation = 2 * torch.pi * self.hop / self.sample_rate * voicing * (harmonic - bin_hz)  # (B, K, F)
-            total = self._integrate(deviation, carried)
-            centre = self._centre(start, x.shape[-1], x.device)  # (K, F)
-            return (total + centre[None] + offset.double()).float(), total[..., -1]
-        delta, offset = x[:, self.n_bins: 2 * self.n_bins], x[:, 2 * self.n_bins:]  # (B, K, F) each
-        total = self._integrate(delta.double(), carried)
-        centre = self._centre(start, x.shape[-1], x.device)  # (K, F)
-        return (total + centre[None] + offset.double()).float(), total[..., -1]
-
-    @staticmethod
-    def _integrate(turns: Tensor, carried: Tensor | None) -> Tensor:
-        """Running sum over frames of ``turns: Tensor[B, K, F]`` (float64) after the ``carried`` phase
-        ``Tensor[B, K]``, wrapped to [0, 2 pi): in float64, offline and streaming sums agree to ~1e-12 rad whatever
-        the chunking."""
-        total = torch.cumsum(turns, dim=-1)  # (B, K, F)
+        else:  # integrated: the deviation is predicted
+            deviation, offset = x[:, self.n_bins: 2 * self.n_bins].double(), x[:, 2 * self.n_bins:]  # (B, K, F) each
+        # sum the deviations from each bin's centre frequency over frames, in float64 and wrapped, so offline and
+        # streaming sums agree to ~1e-12 rad whatever the chunking; then add the centre's own (exact) phase
+        total = torch.cumsum(deviation, dim=-1)  # (B, K, F)
         if carried is not None:
             total = total + carried[..., None]
-        return torch.remainder(total, 2 * torch.pi)
+        total = torch.remainder(total, 2 * torch.pi)
+        centre = self._centre(start, x.shape[-1], x.device)  # (K, F)
+        return (total + centre[None] + offset.double()).float(), total[..., -1]
 
     def _frames(self, x: Tensor, start: int = 0, carried: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """``x: Tensor[B, in_channels, F]`` -> windowed time frames ``Tensor[B, n_fft, F]`` and the carried phase."""

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -257,8 +256,7 @@ class CodecTrainer:
         """:func:`s2slib.codec.pitch.pitch_loss` of the head's ``logits: Tensor[B, 2, F]`` against the pitch measured
         on ``wav: Tensor[B, 1, T]`` in the codec's frames."""
         c = self.codec.config
-        wav = F.pad(wav, (0, logits.shape[-1] * c.hop_length - wav.shape[-1]))  # whole frames, as the codec pads
-        f0, voiced = frame_pitch(wav.float(), c.sample_rate, c.hop_length, c.window_length)
+        f0, voiced = frame_pitch(self.codec._pad(wav).float(), c.sample_rate, c.hop_length, c.window_length)
         return pitch_loss(logits, f0, voiced)
 
     def _update_codec(self, total: torch.Tensor, terms: dict[str, torch.Tensor], out) -> dict[str, float]:
