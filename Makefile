@@ -32,12 +32,15 @@ $(STAMP): pyproject.toml
 course: install
 	$(PY) -m s2slib.course run $(if $(PROFILE),--profile $(PROFILE)) $(if $(OUT),--out $(OUT)) $(ARGS)
 
-# The unit and smoke tests, then every course notebook executed by nbval at the smoke profile, in order, sharing
-# one run directory under build/nbval. pytest's exit code 5 means it collected no tests: reported as a failure.
+# Every course notebook executed by nbval at the smoke profile and the unit and smoke tests, on one pytest-xdist
+# worker per core (PYTEST_ARGS="-n 0" for one process), each process on one PyTorch thread so that the workers
+# and the processes they start do not fight over the cores: tests/conftest.py keeps the notebooks in order on one
+# worker, sharing one run directory under build/nbval. pytest's exit code 5 means it collected no tests: reported
+# as a failure.
 test: install
 	@rm -rf build/nbval
-	$(PY) -m s2slib.course prepare --profile smoke --out build/nbval
-	@S2S_FIGURES_DIR=build/test-figures $(PY) -m pytest tests build/nbval/notebooks \
+	$(PY) -m s2slib.course prepare --profile smoke --out build/nbval -p torch_threads=1 -p train_threads=1
+	@S2S_FIGURES_DIR=build/test-figures OMP_NUM_THREADS=1 $(PY) -m pytest build/nbval/notebooks tests -n auto \
 	  --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests (exit code 5); the test suite is missing"; fi; \
 	exit $$rc

@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="weight of the phase-derivative loss (s2slib.codec.losses.PhaseDerivativeLoss); 0: none")
     parser.add_argument("--pitch-weight", type=float, default=1.0,
                         help="weight of the pitch loss of the pitch-locked head (CodecTrainConfig.pitch_weight)")
+    parser.add_argument("--advance-weight", type=float, default=0.0,
+                        help="weight of the phase-advance loss on the head (s2slib.codec.losses.phase_advance_loss)")
+    parser.add_argument("--n-fft", type=int, default=0,
+                        help="the STFT window of the front end and the head (CodecConfig.n_fft; 0: two hops, 640)")
     parser.add_argument("--skip-notebook-codec", action="store_true", help="do not measure runs/laptop's codec")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -93,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = CodecTrainConfig(max_steps=args.steps, batch_size=8, segment_s=1.0, val_every=0, num_workers=1,
                                ckpt_every=args.steps, augment=AugmentConfig(), source_shares={"samples-te": 0.25},
                                loss=ReconstructionLossConfig(phase_weight=args.phase_weight),
-                               pitch_weight=args.pitch_weight)
+                               pitch_weight=args.pitch_weight, advance_weight=args.advance_weight)
         name = f"{phase}, {args.steps} steps" + (f", phase loss {args.phase_weight:g}" if args.phase_weight else "")
+        name += f", window {args.n_fft}" if args.n_fft else ""
+        name += f", advance loss {args.advance_weight:g}" if args.advance_weight else ""
         name += f", pitch loss {args.pitch_weight:g}" if phase == "pitch" and args.pitch_weight != 1.0 else ""
-        trainer = CodecTrainer(dataclasses.replace(CodecConfig.fast50(), phase=phase), cfg,
+        trainer = CodecTrainer(dataclasses.replace(CodecConfig.fast50(), phase=phase, n_fft=args.n_fft), cfg,
                                manifests / "train.jsonl", manifests / "val.jsonl",
                                args.out / name.replace(", ", "_").replace(" ", "-"), device="cpu")
         trainer.fit(progress=False)

@@ -14,6 +14,23 @@ collect_ignore_glob = ["course_fixtures/*"]
 os.environ.setdefault("S2S_FIGURES_DIR", os.path.join(os.path.dirname(__file__), "..", "build", "test-figures"))
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """How `make test` (``-n auto``) shares the tests among pytest-xdist workers: a test file's tests stay on one
+    worker (its module fixtures are built once), and so do all the course notebooks under nbval, in order, since
+    each reads what the ones before it wrote into the run directory. (xdist's own ``xdist_group`` marks do not take
+    effect under pytest 9, which no longer lets a plugin rename a test.) `make test` collects the notebooks first, so
+    their group, the longest, starts at once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFileNotebooksTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "course-notebooks" if path.endswith(".ipynb") else path
+
+    return ByFileNotebooksTogether(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Every test runs PyTorch on one thread: the machine's two cores are shared (and CI's runs are comparable)."""

@@ -76,6 +76,23 @@ def test_a_pitch_locked_head_learns_the_measured_pitch_and_resumes_exactly(codec
                        tmp_path / "resume", stop_after=3)
 
 
+def test_the_phase_advance_loss_is_logged_and_lowered_only_when_weighted(codec_manifests, tmp_path):
+    """``advance_weight``: the trainer supervises the iSTFT head's turn per hop (``loss_phase_advance``) and lowers
+    it; at the default weight 0 the term is not computed."""
+    import dataclasses
+
+    train, val = codec_manifests
+    config = dataclasses.replace(CodecConfig.fast50_tiny(), phase="integrated")
+    trainer = CodecTrainer(config, small_config(max_steps=30, lr=3e-3, val_every=30, ckpt_every=30, segment_s=0.5,
+                                                advance_weight=5.0), train, val, tmp_path / "on", device="cpu")
+    steps, values = trainer.fit(progress=False).series("loss_phase_advance")
+    values = np.asarray(values)
+    assert steps[-1] == 30 and np.isfinite(values).all() and values.max() <= 2
+    assert np.mean(values[-5:]) < np.mean(values[:5])
+    off = CodecTrainer(config, small_config(max_steps=2, segment_s=0.5), train, val, tmp_path / "off", device="cpu")
+    assert off.fit(progress=False).series("loss_phase_advance") == ([], [])
+
+
 def test_bad_checkpoints_get_clear_errors(codec_manifests, tmp_path):
     train, val = codec_manifests
     CodecTrainer(CodecConfig.tiny(), small_config(max_steps=2), train, val, tmp_path, device="cpu").fit(progress=False)

@@ -175,6 +175,34 @@ def test_reconstruction_loss_adds_the_phase_term_only_when_weighted():
         ReconstructionLossConfig(phase_weight=-1.0)
 
 
+def test_phase_advance_loss_is_zero_for_the_exact_turn_and_about_one_for_a_standing_or_random_phase():
+    """The head-phase loss against the turn per hop measured on the reference: the reference's own phases score 0
+    whatever their absolute value, a phase that stands still (the absolute head's comb) or a random one about 1,
+    and its gradient reaches the phases."""
+    from s2slib.codec.losses import phase_advance_loss
+    from s2slib.codec.pitch import causal_frames
+
+    hop, n_fft = 320, 640
+    ref = _harmonics([130.0 * k for k in range(1, 25)], n=20 * hop)[None, None]
+    spec = torch.fft.rfft(causal_frames(ref[:, 0], hop, n_fft) * torch.hann_window(n_fft), norm="ortho")
+    exact = torch.angle(spec).transpose(1, 2)  # (1, K, F)
+    assert phase_advance_loss(exact, ref, hop, n_fft) < 1e-5
+    assert phase_advance_loss(exact + 1.234, ref, hop, n_fft) < 1e-5  # a constant offset turns nothing
+    assert phase_advance_loss(exact, 0.01 * ref, hop, n_fft) < 1e-5  # level does not matter
+    standing = torch.zeros_like(exact, requires_grad=True)
+    value = phase_advance_loss(standing, ref, hop, n_fft)
+    value.backward()
+    assert value > 0.7 and torch.isfinite(standing.grad).all() and standing.grad.abs().sum() > 0
+    noise = torch.rand(exact.shape, generator=torch.Generator().manual_seed(0)) * 2 * torch.pi
+    assert 0.8 < phase_advance_loss(noise, ref, hop, n_fft) < 1.2
+    silent = phase_advance_loss(exact, torch.zeros_like(ref), hop, n_fft)
+    assert torch.isfinite(silent) and silent == 0  # nothing to turn: no loss, no NaN
+    with pytest.raises(ValueError, match="frames"):
+        phase_advance_loss(exact[..., :-1], ref, hop, n_fft)
+    with pytest.raises(ValueError, match="phases must be"):
+        phase_advance_loss(exact[:, :-1], ref, hop, n_fft)
+
+
 def test_metrics_and_spectral_do_not_import_the_codec():
     code = ("import sys, s2slib.metrics, s2slib.spectral; "
             "print([m for m in sys.modules if m.startswith('s2slib.codec')])")

@@ -135,11 +135,15 @@ class FrameDecoder(StreamingSequential):
         """The overlap-add tail still pending at the end of a stream (see :meth:`ISTFTHead.finish`)."""
         return self.layers[-1].finish(state[-1])
 
-    def forward_with_pitch(self, latent: Tensor) -> tuple[Tensor, Tensor | None]:
-        """:meth:`forward` plus the head's pitch channels (``Tensor[B, 2, F]``, or None: see
-        :meth:`ISTFTHead.pitch_logits`)."""
+    @property
+    def head(self) -> ISTFTHead:
+        return self.layers[-1]
+
+    def forward_with_head(self, latent: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` plus the head's input ``Tensor[B, head.in_channels, F]``, from which the trainer reads
+        the head's phases (:meth:`ISTFTHead.phases`) and pitch channels (:meth:`ISTFTHead.pitch_logits`)."""
         frames = self.layers[0](latent)  # (B, head.in_channels, F)
-        return self.layers[1](frames), self.layers[1].pitch_logits(frames)
+        return self.head(frames), frames
 
 
 @dataclass
@@ -157,8 +161,8 @@ class CodecOutput:
     n_q_used: Tensor[B] levels used for each example (random under quantizer dropout).
     codebook_usage: Tensor[n_q] fraction of each codebook used in the batch.
     perplexity: Tensor[n_q] perplexity of each level's codes.
-    pitch: Tensor[B, 2, F] the decoder's F0 and voicing logits where its head is pitch-locked
-        (``phase="pitch"``), else None.
+    head_input: Tensor[B, head.in_channels, F] what codec v2's decoder hands its iSTFT head (log magnitudes and
+        the phase mode's channels: :class:`s2slib.codec.stft_io.ISTFTHead`); None for the seed design.
     """
 
     wav_hat: Tensor
@@ -170,7 +174,7 @@ class CodecOutput:
     n_q_used: Tensor
     codebook_usage: Tensor
     perplexity: Tensor
-    pitch: Tensor | None = None
+    head_input: Tensor | None = None
 
 
 class FramedCodec(nn.Module):
@@ -282,13 +286,13 @@ class Codec(FramedCodec):
         length = wav.shape[-1]
         q = self.quantizer(latent, n_q)
         if isinstance(self.decoder, FrameDecoder):
-            wav_hat, pitch = self.decoder.forward_with_pitch(q.z_q)
+            wav_hat, head_input = self.decoder.forward_with_head(q.z_q)
         else:
-            wav_hat, pitch = self.decoder(q.z_q), None
+            wav_hat, head_input = self.decoder(q.z_q), None
         return CodecOutput(
             wav_hat=wav_hat[..., :length], codes=q.codes, latent=latent, latent_q=q.z_q, vq_loss=q.vq_loss,
             commitment_loss=q.commitment_loss, n_q_used=q.n_q_used, codebook_usage=q.usage, perplexity=q.perplexity,
-            pitch=pitch,
+            head_input=head_input,
         )
 
     # ------------------------------------------------------------------ streaming API

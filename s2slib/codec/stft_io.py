@@ -130,6 +130,12 @@ class ISTFTHead(Streamable):
         (see :func:`f0_from_logit`; voicing is a logit), or None for the other phase modes."""
         return x[:, 2 * self.n_bins:] if self.phase == "pitch" else None
 
+    def phases(self, x: Tensor) -> Tensor:
+        """The phases ``Tensor[B, K, F]`` (radians, any range) that :meth:`forward` gives frames ``0 .. F - 1`` of
+        the head's input ``x: Tensor[B, in_channels, F]``; what :func:`s2slib.codec.losses.phase_advance_loss`
+        compares with the measured phase advance."""
+        return self._phase(x.float(), 0, None)[0]
+
     def _centre(self, start: int, n: int, device: torch.device) -> Tensor:
         """Each bin's centre-frequency phase at frames ``start .. start + n - 1``, wrapped: ``Tensor[K, n]`` float64."""
         frames = torch.arange(start, start + n, device=device, dtype=torch.float64)

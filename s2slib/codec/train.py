@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from s2slib import metrics
 from s2slib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from s2slib.codec.config import CodecConfig, dataclass_from_dict
-from s2slib.codec.losses import ReconstructionLoss, ReconstructionLossConfig
+from s2slib.codec.losses import ReconstructionLoss, ReconstructionLossConfig, phase_advance_loss
 from s2slib.codec.model import Codec
 from s2slib.codec.pitch import frame_pitch, pitch_loss
 from s2slib.data.augment import AugmentConfig
@@ -60,6 +60,7 @@ class CodecTrainConfig:
     grad_clip: float = 100.0  # max gradient norm: a guard against spikes (norms run at about 10 with relative floors)
     vq_weight: float = 1.0  # weight of the commitment loss (its beta lives in CodecConfig.commitment_weight)
     pitch_weight: float = 1.0  # weight of the pitch loss (F0 in octaves + voicing) of a pitch-locked head (phase="pitch")
+    advance_weight: float = 0.0  # weight of the phase-advance loss on codec v2's head (losses.phase_advance_loss)
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     val_every: int = 250  # steps between validations (0: only at the end)
     val_items: int = 12  # validation utterances measured each time
@@ -246,18 +247,29 @@ class CodecTrainer:
             out = self.model(wav)
             terms = self.loss(wav, out.wav_hat.float())
             total = terms["total"] + self.cfg.vq_weight * out.vq_loss
-            if out.pitch is not None:  # a pitch-locked head learns F0 and voicing from the measured pitch
-                for name, value in self._pitch_terms(wav, out.pitch).items():
-                    terms[f"pitch_{name}"] = value
-                    total = total + self.cfg.pitch_weight * value
+            if out.head_input is not None:
+                total = total + self._head_terms(wav, out.head_input, terms)
         return self._update_codec(total, terms, out)
 
-    def _pitch_terms(self, wav: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        """:func:`s2slib.codec.pitch.pitch_loss` of the head's ``logits: Tensor[B, 2, F]`` against the pitch measured
-        on ``wav: Tensor[B, 1, T]`` in the codec's frames."""
-        c = self.codec.config
-        f0, voiced = frame_pitch(self.codec._pad(wav).float(), c.sample_rate, c.hop_length, c.window_length)
-        return pitch_loss(logits, f0, voiced)
+    def _head_terms(self, wav: torch.Tensor, head_input: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The losses on codec v2's iSTFT head beside the waveform's, added to ``terms``; returns their weighted sum.
+
+        A pitch-locked head learns F0 and voicing from the pitch measured on ``wav: Tensor[B, 1, T]`` in the codec's
+        frames (:func:`s2slib.codec.pitch.pitch_loss`); with ``advance_weight`` the head's phases learn how far each
+        bin turns per frame (:func:`s2slib.codec.losses.phase_advance_loss`)."""
+        c, head = self.codec.config, self.codec.decoder.head
+        padded = self.codec._pad(wav).float()
+        total = head_input.new_zeros(())
+        logits = head.pitch_logits(head_input)
+        if logits is not None:
+            f0, voiced = frame_pitch(padded, c.sample_rate, c.hop_length, c.window_length)
+            for name, value in pitch_loss(logits, f0, voiced).items():
+                terms[f"pitch_{name}"] = value
+                total = total + self.cfg.pitch_weight * value
+        if self.cfg.advance_weight > 0:
+            terms["phase_advance"] = phase_advance_loss(head.phases(head_input), padded, c.hop_length, c.window_length)
+            total = total + self.cfg.advance_weight * terms["phase_advance"]
+        return total
 
     def _update_codec(self, total: torch.Tensor, terms: dict[str, torch.Tensor], out) -> dict[str, float]:
         """Backpropagate the codec's loss ``total``, clip, step its optimizer and schedule; the row to log (the
