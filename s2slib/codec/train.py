@@ -251,16 +251,20 @@ class CodecTrainer:
                 total = total + self._head_terms(wav, out.head_input, terms)
         return self._update_codec(total, terms, out)
 
-    def _head_terms(self, wav: torch.Tensor, head_input: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The losses on codec v2's iSTFT head beside the waveform's, added to ``terms``; returns their weighted sum.
+    def _head_terms(self, wav: torch.Tensor, head_input: torch.Tensor,
+                    terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
+        """The losses on codec v2's iSTFT head beside the waveform's, added to ``terms``; returns their weighted sum
+        (0.0, at no cost, when the head has no pitch channels and ``advance_weight`` is 0: the default).
 
         A pitch-locked head learns F0 and voicing from the pitch measured on ``wav: Tensor[B, 1, T]`` in the codec's
         frames (:func:`s2slib.codec.pitch.pitch_loss`); with ``advance_weight`` the head's phases learn how far each
         bin turns per frame (:func:`s2slib.codec.losses.phase_advance_loss`)."""
         c, head = self.codec.config, self.codec.decoder.head
+        logits = head.pitch_logits(head_input)
+        if logits is None and self.cfg.advance_weight <= 0:
+            return 0.0
         padded = self.codec._pad(wav).float()
         total = head_input.new_zeros(())
-        logits = head.pitch_logits(head_input)
         if logits is not None:
             f0, voiced = frame_pitch(padded, c.sample_rate, c.hop_length, c.window_length)
             for name, value in pitch_loss(logits, f0, voiced).items():
