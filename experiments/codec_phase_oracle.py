@@ -38,7 +38,7 @@ from scipy.ndimage import gaussian_filter1d
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec_phase_comb import even_odd_ratio, real_test_clips  # noqa: E402
 
-from s2slib.codec.pitch import causal_frames, frame_pitch  # noqa: E402
+from s2slib.codec.pitch import causal_spectrum, frame_pitch  # noqa: E402
 from s2slib.codec.stft_io import ISTFTHead  # noqa: E402
 from s2slib.metrics import comb_ratios, mel_distance, stoi  # noqa: E402
 
@@ -67,13 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     n_fft = args.n_fft
     head = ISTFTHead(HOP, n_fft)  # absolute phase: we hand it the phases
-    window = torch.hann_window(n_fft)
     rng = np.random.default_rng(0)
     rows: dict[str, list[dict]] = {}
     for wav in real_test_clips(args.run):
         wav = wav[: len(wav) // HOP * HOP]
         x = torch.from_numpy(wav).float()[None]
-        spec = torch.fft.rfft(causal_frames(x, HOP, n_fft) * window, norm="ortho")[0].T.numpy()  # (K, F)
+        spec = causal_spectrum(x, HOP, n_fft)[0].T.numpy()  # (K, F)
         f0, voiced = (a[0].numpy() for a in frame_pitch(x, SR, HOP, n_fft))
         phases = {"exact": np.angle(spec), "random": rng.uniform(-np.pi, np.pi, spec.shape),
                   "constant": np.zeros(spec.shape),

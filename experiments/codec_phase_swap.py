@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec_phase_comb import RUN, real_test_clips  # noqa: E402
 
-from s2slib.codec.pitch import causal_frames, f0_from_logit, frame_pitch  # noqa: E402
+from s2slib.codec.pitch import causal_spectrum, f0_from_logit, frame_pitch  # noqa: E402
 from s2slib.codec.stft_io import ISTFTHead  # noqa: E402
 from s2slib.codec.train import load_codec  # noqa: E402
 from s2slib.metrics import mel_distance, stoi  # noqa: E402
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             with torch.inference_mode():
                 frames = stack(codec.quantizer(codec.latent(x), codec.config.n_q).z_q)
                 log_mag = frames[:, : head.n_bins]
-                exact = torch.angle(torch.fft.rfft(causal_frames(x[:, 0], hop, n_fft) * torch.hann_window(n_fft),
-                                                   norm="ortho")).transpose(1, 2)
+                exact = torch.angle(causal_spectrum(x[:, 0], hop, n_fft)).transpose(1, 2)
                 random = torch.from_numpy(rng.uniform(-np.pi, np.pi, log_mag.shape)).float()
                 outs = {"own": head(frames), "random": plain(torch.cat([log_mag, random], 1)),
                         "exact": plain(torch.cat([log_mag, exact], 1))}

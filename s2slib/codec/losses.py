@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s2slib.codec.config import dataclass_from_dict
-from s2slib.codec.pitch import causal_frames
+from s2slib.codec.pitch import causal_spectrum
 from s2slib.spectral import (MEL_FLOOR, MEL_N_MELS, MEL_WINDOW_LENGTHS, STFT_FFT_SIZES, STFT_FLOOR,
                              MultiResolutionSTFT, MultiScaleMel, floored_pair, mono_batch, relative_floor)
 
@@ -331,11 +331,9 @@ def phase_advance_loss(phases: Tensor, wav: Tensor, hop: int, n_fft: int) -> Ten
     """
     if phases.ndim != 3 or phases.shape[1] != n_fft // 2 + 1:
         raise ValueError(f"phases must be (B, {n_fft // 2 + 1}, F), got {tuple(phases.shape)}.")
-    frames = causal_frames(wav.reshape(wav.shape[0], -1).float(), hop, n_fft)  # (B, F, n_fft)
-    if frames.shape[1] != phases.shape[-1]:
-        raise ValueError(f"the reference has {frames.shape[1]} frames of hop {hop}, the phases {phases.shape[-1]}.")
-    window = torch.hann_window(n_fft, periodic=True, device=wav.device)
-    spec = torch.fft.rfft(frames * window, norm="ortho").transpose(1, 2)  # (B, K, F) complex
+    spec = causal_spectrum(wav.reshape(wav.shape[0], -1), hop, n_fft).transpose(1, 2)  # (B, K, F) complex
+    if spec.shape[-1] != phases.shape[-1]:
+        raise ValueError(f"the reference has {spec.shape[-1]} frames of hop {hop}, the phases {phases.shape[-1]}.")
     turn_ref = torch.angle(spec[..., 1:] * spec[..., :-1].conj())  # (B, K, F - 1), wrapped
     turn = phases[..., 1:].float() - phases[..., :-1].float()  # any range: only its cosine counts
     mag = spec.abs()

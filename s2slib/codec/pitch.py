@@ -37,6 +37,21 @@ def causal_frames(wav: Tensor, hop: int, n_fft: int) -> Tensor:
     return F.pad(wav, (n_fft - hop, 0)).unfold(-1, n_fft, hop)
 
 
+def frame_spectrum(frames: Tensor, window: Tensor | None = None) -> Tensor:
+    """The codec's analysis of ``frames: Tensor[..., n_fft]``: the orthonormal ``rfft`` of each frame times a
+    periodic Hann ``window`` (made here when not given), ``Tensor[..., n_fft // 2 + 1]`` complex."""
+    n_fft = frames.shape[-1]
+    if window is None:
+        window = torch.hann_window(n_fft, periodic=True, device=frames.device)
+    return torch.fft.rfft(frames * window, norm="ortho")
+
+
+def causal_spectrum(wav: Tensor, hop: int, n_fft: int) -> Tensor:
+    """``wav: Tensor[B, T]`` (``T`` a multiple of ``hop``) -> ``Tensor[B, T // hop, n_fft // 2 + 1]`` complex: the
+    spectrum of each causal frame (:func:`causal_frames`, :func:`frame_spectrum`), as codec v2's front end sees it."""
+    return frame_spectrum(causal_frames(wav.float(), hop, n_fft))
+
+
 @torch.no_grad()
 def frame_pitch(wav: Tensor, sample_rate: int, hop: int, n_fft: int, fmin: float = 60.0, fmax: float = 400.0,
                 threshold: float = 0.15, voicing_threshold: float = 0.3,

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from s2slib.codec.config import PHASE_MODES
 from s2slib.codec.layers import Streamable
-from s2slib.codec.pitch import F0_MIN_HZ, causal_frames, f0_from_logit
+from s2slib.codec.pitch import F0_MIN_HZ, causal_frames, f0_from_logit, frame_spectrum
 
 MAG_EPS = 1e-5  # floor of the magnitude before its log in the front end
 MAX_LOG_MAG = 7.0  # the head's log-magnitude is clamped here (e^7 ~ 1100, far above any speech frame)
@@ -61,7 +61,7 @@ class CausalSTFT(Streamable):
 
     def _features(self, frames: Tensor) -> Tensor:
         """``frames: Tensor[B, F, n_fft]`` -> ``Tensor[B, 3 * n_bins, F]``."""
-        spec = torch.fft.rfft(frames.float() * self.window, norm="ortho")  # (B, F, n_bins) complex
+        spec = frame_spectrum(frames.float(), self.window)  # (B, F, n_bins) complex
         mag = spec.abs()
         compress = (mag + MAG_EPS).pow(-0.7)  # real and imaginary parts scaled to |X|^0.3
         feats = torch.cat([(mag + MAG_EPS).log(), spec.real * compress, spec.imag * compress], dim=-1)  # (B, F, 3K)
