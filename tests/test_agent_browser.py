@@ -80,19 +80,58 @@ def test_the_plain_page_hears_the_microphone_and_plays_the_answer(browser_setup)
     page.close()
 
 
+WATCH_MEDIA_JS = """(() => {  // keeps the page's microphone streams and audio contexts where a failure can show them
+    window.__mics = []; window.__contexts = [];
+    const gum = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+    navigator.mediaDevices.getUserMedia = async (c) => { const s = await gum(c); window.__mics.push(s); return s; };
+    const AC = window.AudioContext;
+    window.AudioContext = class extends AC { constructor(...a) { super(...a); window.__contexts.push(this); } };
+})();"""
+
+DEMO_STATE_JS = """() => ({
+    mic_tracks: (window.__mics || []).flatMap(s => s.getTracks()).map(t => `${t.readyState}${t.muted ? ' muted' : ''}`),
+    audio_contexts: (window.__contexts || []).map(c => `${c.state} t=${c.currentTime.toFixed(1)}`),
+    recorder_retries: window.s2sMicRecovery?.retries,
+    status: document.querySelector('#status textarea')?.value,
+    turn_signal: document.querySelector('#turn-signal textarea')?.value,
+    mic_buttons: [...document.querySelectorAll('#mic button')].map(b => b.innerText.trim()).filter(t => t),
+    chat_messages: document.querySelectorAll("#conversation [data-testid='user'], #conversation [data-testid='bot']")
+        .length,
+    toasts: [...document.querySelectorAll('.toast-body')].map(t => t.innerText.trim()),
+})"""
+
+
+def wait_in_demo(page, condition: str, timeout_ms: int, what: str, console: list[str]) -> None:
+    """Wait for ``condition`` in the Gradio page; on a timeout, fail with what the page showed (microphone tracks,
+    audio contexts, status, turn signal, microphone buttons, chat, error toasts, console errors and uncaught
+    exceptions), so that a failure on CI says where the turn stopped."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(condition, timeout=timeout_ms)
+    except PlaywrightTimeout:
+        pytest.fail(f"{what} within {timeout_ms / 1000:.0f} s; the page showed {page.evaluate(DEMO_STATE_JS)}, "
+                    f"console errors: {console[-10:]}")
+
+
 def test_the_gradio_demo_hears_the_microphone_and_plays_the_answer(browser_setup):
     browser, srv = browser_setup
     page = browser.new_page()
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(f"{msg.text} ({msg.location.get('url')})")
+            if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: console.append(f"uncaught: {exc}"))
+    page.add_init_script(WATCH_MEDIA_JS)
     page.goto(srv.url + "/demo/")
     page.locator("#mic button", has_text="Record").first.click(timeout=60000)
-    page.wait_for_function(
-        "document.querySelector('#status textarea') && "
-        "document.querySelector('#status textarea').value.startsWith('answered turn')", timeout=90000)
-    page.wait_for_function(  # the streamed answer is playing (or has played) in the agent's player
-        "[...document.querySelectorAll('#agent-audio audio')].some(a => a.currentTime > 0)", timeout=30000)
-    page.wait_for_function(  # the question the agent heard and its answer, as two audio players in the chat
-        "document.querySelectorAll(\"#conversation [data-testid='user'], #conversation [data-testid='bot']\").length"
-        " >= 2 && document.querySelectorAll(\"#conversation [data-testid='waveform-Audio']\").length >= 2",
-        timeout=30000)
+    wait_in_demo(page, "document.querySelector('#status textarea') && "
+                 "document.querySelector('#status textarea').value.startsWith('answered turn')", 90000,
+                 "no answered turn", console)
+    wait_in_demo(page, "[...document.querySelectorAll('#agent-audio audio')].some(a => a.currentTime > 0)", 30000,
+                 "the streamed answer did not play in the agent's player", console)
+    wait_in_demo(page, "document.querySelectorAll(\"#conversation [data-testid='user'], "
+                 "#conversation [data-testid='bot']\").length >= 2 && "
+                 "document.querySelectorAll(\"#conversation [data-testid='waveform-Audio']\").length >= 2", 30000,
+                 "the chat did not show the question and the answer as two audio players", console)
     assert "end-to-end ms" in page.locator("#latency-table").inner_text()
     page.close()

@@ -24,6 +24,35 @@ from s2slib.agent.session import AgentSession
 
 STAGES = (("eot_delay_ms", "end-of-turn wait"), ("encode_ms", "encode"),
           ("first_frame_ms", "first frame"), ("first_audio_ms", "first audio"))
+# Gradio's streaming microphone records WAV through a recorder class it loads and registers in the background as the
+# page opens; a Record click before that is done fails inside Gradio's click handler (seen as "ge is not a
+# constructor" or "Failed to construct 'MediaRecorder': ... audio/wav is not supported", unhandled rejections) and
+# leaves a Stop button over a microphone that sends nothing. Seen on a loaded 2-core machine, where a browser test
+# clicked Record within a second of the page opening. This page script answers a failure that follows a Record click
+# within 5 s the way a person would: Stop, then Record again (at most 3 times; `window.s2sMicRecovery.retries`).
+MIC_RECOVERY_JS = """() => {
+    if (window.s2sMicRecovery) return;
+    const recovery = window.s2sMicRecovery = {retries: 0, clickedAt: -Infinity};
+    const mic = () => document.querySelector('#mic');
+    const find = (cls, label) => mic()?.querySelector(`button.${cls}`)
+        || [...(mic()?.querySelectorAll('button') || [])].find(b => b.innerText.trim().toLowerCase() === label);
+    document.addEventListener('click', (event) => {
+        const b = event.target.closest && event.target.closest('#mic button');
+        if (b && (b.classList.contains('record-button') || b.innerText.trim().toLowerCase() === 'record')) {
+            recovery.clickedAt = performance.now();
+        }
+    }, true);
+    window.addEventListener('unhandledrejection', (event) => {
+        if (performance.now() - recovery.clickedAt > 5000 || recovery.retries >= 3) return;
+        recovery.retries += 1;
+        const reason = String(event.reason && (event.reason.message || event.reason));
+        console.warn(`starting the microphone failed (${reason}); pressing Stop and Record again`);
+        setTimeout(() => {
+            find('stop-button', 'stop')?.click();
+            setTimeout(() => find('record-button', 'record')?.click(), 700);
+        }, 300);
+    });
+}"""
 FIRST_SEGMENT_S = 0.25  # the first answer segment Gradio gets (later ones are bigger: fewer, longer segments)
 SEGMENT_S = 0.6
 
@@ -102,6 +131,14 @@ def latency_figure(telemetry: list[dict[str, Any]]):
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def mount_demo(app, engine: AgentEngine, config: AgentConfig | None = None, path: str = "/demo"):
+    """Mount :func:`build_demo` on the FastAPI ``app`` at ``path`` with the page script :data:`MIC_RECOVERY_JS`;
+    returns the app."""
+    import gradio as gr
+
+    return gr.mount_gradio_app(app, build_demo(engine, config), path=path, js=MIC_RECOVERY_JS)
 
 
 def build_demo(engine: AgentEngine, config: AgentConfig | None = None):

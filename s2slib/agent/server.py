@@ -167,11 +167,9 @@ def create_app(engine: AgentEngine, config: AgentConfig | None = None, limits: S
         await server.handle(ws)
 
     if demo:
-        import gradio as gr
+        from s2slib.agent.demo import mount_demo
 
-        from s2slib.agent.demo import build_demo
-
-        app = gr.mount_gradio_app(app, build_demo(engine, server.config), path="/demo")
+        app = mount_demo(app, engine, server.config)
     return app
 
 
