@@ -19,7 +19,10 @@ on):
      (:class:`s2slib.codec.losses.PhaseDerivativeLoss`) and ``--pitch-weight`` sets the pitch loss's weight.
 
     python experiments/codec_phase_comb.py [--steps 800] [--phases absolute centred integrated] [--phase-weight W]
-        [--skip-notebook-codec] [--out DIR]
+        [--rotation R] [--eval-rotations R ...] [--skip-notebook-codec] [--out DIR]
+
+``--rotation`` trains with the head's per-frame phase rotation (``CodecConfig.phase_rotation``); ``--eval-rotations``
+measures each trained codec again with a rotation switched on (or changed) at inference only.
 """
 from __future__ import annotations
 
@@ -84,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="weight of the phase-advance loss on the head (s2slib.codec.losses.phase_advance_loss)")
     parser.add_argument("--n-fft", type=int, default=0,
                         help="the STFT window of the front end and the head (CodecConfig.n_fft; 0: two hops, 640)")
+    parser.add_argument("--rotation", type=float, default=0.0,
+                        help="the head's per-frame phase rotation while training (CodecConfig.phase_rotation, radians)")
+    parser.add_argument("--eval-rotations", type=float, nargs="*", default=[],
+                        help="also measure each codec with these rotations (radians) switched on at inference only")
     parser.add_argument("--skip-notebook-codec", action="store_true", help="do not measure runs/laptop's codec")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -102,12 +109,21 @@ def main(argv: list[str] | None = None) -> int:
         name += f", window {args.n_fft}" if args.n_fft else ""
         name += f", advance loss {args.advance_weight:g}" if args.advance_weight else ""
         name += f", pitch loss {args.pitch_weight:g}" if phase == "pitch" and args.pitch_weight != 1.0 else ""
-        trainer = CodecTrainer(dataclasses.replace(CodecConfig.fast50(), phase=phase, n_fft=args.n_fft), cfg,
+        name += f", rotation {args.rotation:g}" if args.rotation else ""
+        trainer = CodecTrainer(dataclasses.replace(CodecConfig.fast50(), phase=phase, n_fft=args.n_fft,
+                                                   phase_rotation=args.rotation), cfg,
                                manifests / "train.jsonl", manifests / "val.jsonl",
                                args.out / name.replace(", ", "_").replace(" ", "-"), device="cpu")
         trainer.fit(progress=False)
         results[name] = measure(trainer.model.eval(), clips)
         print(json.dumps({name: results[name]}), flush=True)
+        head = trainer.model.decoder.head
+        trained = head.rotation
+        for rotation in args.eval_rotations:  # the same codes and decoder, the rotation changed at inference only
+            head.rotation = rotation
+            results[f"{name}; rotation {rotation:g} at inference"] = row = measure(trainer.model, clips)
+            print(json.dumps({f"{name}; rotation {rotation:g} at inference": row}), flush=True)
+        head.rotation = trained
     print(json.dumps(results, indent=2))
     return 0
 

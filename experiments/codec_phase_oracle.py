@@ -16,13 +16,17 @@ frames (window 640, hop 320, periodic Hann; ``--n-fft`` sets another window), an
 - ``exact turn from pi k``: each bin's own turn per hop, measured on the clip, summed from ``pi k`` (what an
   integrated head with a perfect deviation and no offset gives), then with an error added to every turn: Gaussian
   with ``--turn-noise`` standard deviations in radians, drawn independently per bin (``iid``) or smoothed across
-  bins (``smooth``: Gaussian over 4 bins, rescaled to the same deviation).
+  bins (``smooth``: Gaussian over 4 bins, rescaled to the same deviation);
+- ``exact`` / ``constant`` ``+ smooth dither``: a phase offset drawn afresh in every frame, smooth across bins
+  (Gaussian over 4 bins, ``--dither`` standard deviations in radians), added to the clip's own phase (what the
+  dither costs) or to a standing phase (whether it breaks the comb); ``+ frame rotation``: one offset per frame,
+  uniform in ``[-pi, pi)``, the same in every bin.
 
 It prints medians over the clips of the even/odd bin energy ratio, the comb ratio at 50 Hz, STOI and mel distance.
 No training; about a minute on 2 CPU cores.
 
     python experiments/codec_phase_oracle.py [--run runs/laptop] [--cents 25 100 200] [--turn-noise 0.3 0.6]
-        [--n-fft 640]
+        [--n-fft 640] [--dither 0.5 1 2]
 """
 from __future__ import annotations
 
@@ -63,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the window in samples (a multiple of the 320-sample hop; 1280: four hops)")
     parser.add_argument("--turn-noise", type=float, nargs="*", default=[0.3, 0.6],
                         help="errors (radians) to add to the exact turn per hop")
+    parser.add_argument("--dither", type=float, nargs="*", default=[0.5, 1.0, 2.0],
+                        help="per-frame phase offsets (radians, smooth across bins) to add to the exact and the "
+                             "standing phase")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     n_fft = args.n_fft
@@ -92,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             for kind, noise in (("iid", iid), ("smooth", smooth / smooth.std())):
                 phases[f"exact turn from pi k, {kind} error {sigma:g} rad"] = (
                     np.cumsum(turn + sigma * noise, axis=1) + alternate)
+        for sigma in args.dither:
+            dither = gaussian_filter1d(rng.normal(0.0, 1.0, turn.shape), 4, axis=0)
+            for base in ("exact", "constant"):
+                phases[f"{base} + smooth dither {sigma:g} rad"] = phases[base] + sigma * dither / dither.std()
+        rotation = rng.uniform(-np.pi, np.pi, (1, turn.shape[1]))
+        for base in ("exact", "constant"):
+            phases[f"{base} + frame rotation"] = phases[base] + rotation
         for name, phase in phases.items():
             inp = torch.from_numpy(np.concatenate([np.log(np.abs(spec) + 1e-7), phase])).float()[None]
             with torch.inference_mode():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -467,6 +469,35 @@ def test_a_steady_prediction_on_an_odd_bin_is_a_tone_only_with_centred_phase(pha
         assert float(envelope.min()) < 0.3 * float(envelope.max())
 
 
+def test_a_per_frame_rotation_breaks_the_frame_rate_comb_of_a_standing_phase():
+    """A head input that stands still (a flat magnitude and the same phase in every frame) repeats one waveform every
+    hop: all its energy sits on multiples of the frame rate (50 Hz for codec v2's framing). The head's per-frame
+    rotation (``CodecConfig.phase_rotation``) spreads it out at the level a random phase gives, and 0 changes
+    nothing."""
+    from s2slib.codec.stft_io import ISTFTHead
+    from s2slib.metrics import comb_share
+
+    plain = ISTFTHead(hop=320, n_fft=640)
+    K, F_ = plain.n_bins, 250  # 5 s
+    x = torch.zeros(1, 2 * K, F_)
+    g = torch.Generator().manual_seed(0)
+    x[:, K:] = torch.rand(1, K, 1, generator=g) * 2 * math.pi  # a fixed phase per bin, the same in every frame
+    standing = plain(x)[0, 0, 640:-640].numpy()
+    rotated = ISTFTHead(hop=320, n_fft=640, rotation=math.pi)(x)[0, 0, 640:-640].numpy()
+    assert torch.equal(ISTFTHead(hop=320, n_fft=640, rotation=0.0)(x), plain(x))
+    white = np.random.default_rng(0).standard_normal(len(standing))
+    assert comb_share(standing, 16000, 50.0) > 0.9
+    assert comb_share(rotated, 16000, 50.0) < 2 * comb_share(white, 16000, 50.0)
+    noisy = x.clone()  # the level to expect: the same magnitudes under a random phase in every bin and frame
+    noisy[:, K:] = torch.rand(1, K, F_, generator=g) * 2 * math.pi
+    random_phase = plain(noisy)[0, 0, 640:-640].numpy()
+    assert 0.7 < np.sqrt(np.mean(rotated ** 2) / np.mean(random_phase ** 2)) < 1.4
+    with pytest.raises(ValueError, match="rotation"):
+        ISTFTHead(hop=320, n_fft=640, rotation=4.0)
+    with pytest.raises(ValueError, match="phase_rotation"):
+        CodecConfig(phase_rotation=-1.0)
+
+
 def test_pitch_head_puts_harmonics_at_the_predicted_f0_not_on_the_bin_centres():
     """``phase="pitch"``: the same magnitudes and offsets in every frame, F0 130 Hz, voiced. Each bin turns at the
     harmonic of 130 Hz nearest to it, so the output's energy sits on 130, 260, 390 Hz, between the bin centres
@@ -509,8 +540,9 @@ def test_stft_io_layers_stream_like_their_forward():
         pieces.append(y)
     assert torch.allclose(torch.cat(pieces, dim=-1), feats, atol=1e-5)
 
-    for phase in ("absolute", "integrated", "centred", "pitch"):
-        head = ISTFTHead(hop=80, n_fft=320, phase=phase)
+    for phase, rotation in (("absolute", 0.0), ("integrated", 0.0), ("centred", 0.0), ("pitch", 0.0),
+                            ("absolute", math.pi), ("pitch", 1.0)):
+        head = ISTFTHead(hop=80, n_fft=320, phase=phase, rotation=rotation)
         x = torch.randn(2, head.in_channels, 9, generator=g)
         offline = head(x)
         assert offline.shape == (2, 1, 9 * 80)
@@ -520,7 +552,7 @@ def test_stft_io_layers_stream_like_their_forward():
             pieces.append(y)
         pieces.append(head.finish(state))
         streamed = torch.cat(pieces, dim=-1)
-        assert torch.allclose(streamed, offline, atol=1e-5), phase
+        assert torch.allclose(streamed, offline, atol=1e-5), (phase, rotation)
     head = ISTFTHead(hop=80, n_fft=320)
     # a frame's spectrum becomes a windowed burst over its own span: a lone impulse in frame 4 only touches
     # samples (4 + 1) * 80 - 320 .. (4 + 1) * 80

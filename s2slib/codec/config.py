@@ -109,6 +109,8 @@ class CodecConfig:
     phase: str = "absolute"  # iSTFT head: "absolute" phase per frame (Vocos), "centred" (offsets from each bin's
     # centre-frequency phase), "integrated" frequency deviations or "pitch" (each bin turns at its nearest harmonic of
     # a predicted F0; s2slib.codec.stft_io.ISTFTHead)
+    phase_rotation: float = 0.0  # iSTFT head: radians (0 to pi) each frame's phase is turned by, times a fixed
+    # pseudo-random pattern, the same in every bin; it breaks the frame-rate comb of a phase that stands still (0: off)
     # --- residual vector quantizer ---
     n_q: int = 8  # quantizer levels
     codebook_size: int = 1024  # entries per level -> log2(1024) = 10 bits per level per frame
@@ -212,6 +214,8 @@ class CodecConfig:
             raise ValueError("CodecConfig.kmeans_iters, dead_code_threshold and commitment_weight must be >= 0.")
         if self.ema_epsilon <= 0:
             raise ValueError(f"CodecConfig.ema_epsilon must be > 0, got {self.ema_epsilon}.")
+        if not 0.0 <= self.phase_rotation <= math.pi + 1e-4:  # 3.1416 allowed
+            raise ValueError(f"CodecConfig.phase_rotation must be between 0 and pi radians, got {self.phase_rotation}.")
         for name, allowed in (("architecture", ARCHITECTURES), ("upsampler", UPSAMPLERS),
                               ("quantizer_projection", PROJECTIONS), ("phase", PHASE_MODES)):
             if getattr(self, name) not in allowed:

@@ -19,6 +19,8 @@ still wait for the overlapping windows of frames ``t + 1 .. t + n_fft/hop - 1``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -29,6 +31,8 @@ from s2slib.codec.pitch import F0_MIN_HZ, causal_frames, f0_from_logit, frame_sp
 
 MAG_EPS = 1e-5  # floor of the magnitude before its log in the front end
 MAX_LOG_MAG = 7.0  # the head's log-magnitude is clamped here (e^7 ~ 1100, far above any speech frame)
+ROTATION_PERIOD = 4096  # frames in the per-frame rotation's pattern (82 s at 50 frames/s)
+ROTATION_SEED = 50  # its generator's seed
 
 
 def _check_framing(hop: int, n_fft: int) -> None:
@@ -94,6 +98,13 @@ class ISTFTHead(Streamable):
     periodic Hann window, scaled by ``2 hop / n_fft`` (the inverse of the windows' overlap sum) and overlap-added
     at ``hop``.
 
+    ``rotation`` (radians, 0 to pi; 0: off) turns every bin of frame ``t`` by the same angle, ``rotation`` times a
+    fixed pseudo-random pattern in ``[-1, 1)`` (:data:`ROTATION_PERIOD` entries, seeded). A head whose phase changes
+    little from frame to frame repeats nearly the same waveform every hop, a tone at each multiple of the frame
+    rate (the comb); a rotation per frame breaks that repetition and keeps the phase's shape within each frame
+    (``python experiments/codec_phase_oracle.py``: with exact magnitudes, a standing phase's comb ratio falls from
+    5.0 to 1.04 with STOI 0.744 -> 0.751, and the clip's own phase keeps STOI 0.935 of 0.970).
+
     Shapes: ``x: Tensor[B, in_channels, F]`` -> ``wav: Tensor[B, 1, F * hop]``, aligned with the input audio: sample
     ``s`` reconstructs input sample ``s``. The last ``n_fft - hop`` samples of an offline decode lack the windows
     of frames that do not exist (in streaming they come from :meth:`finish`).
@@ -103,12 +114,21 @@ class ISTFTHead(Streamable):
     summed phase of the integrated and pitch modes.
     """
 
-    def __init__(self, hop: int, n_fft: int, phase: str = "absolute", sample_rate: int = 16000):
+    def __init__(self, hop: int, n_fft: int, phase: str = "absolute", sample_rate: int = 16000,
+                 rotation: float = 0.0):
         super().__init__()
         _check_framing(hop, n_fft)
         if phase not in PHASE_MODES:
             raise ValueError(f"phase must be one of {PHASE_MODES}, got {phase!r}.")
+        if not 0.0 <= rotation <= math.pi + 1e-4:  # 3.1416 allowed
+            raise ValueError(f"rotation must be between 0 and pi radians, got {rotation}.")
         self.hop, self.n_fft, self.phase, self.sample_rate = hop, n_fft, phase, sample_rate
+        self.rotation = rotation
+        # the per-frame rotation's pattern: ROTATION_PERIOD fixed draws, uniform in [-1, 1), from a seeded generator
+        # (the same on every machine; frame t uses entry t mod ROTATION_PERIOD, so streaming and offline agree)
+        pattern = torch.rand(ROTATION_PERIOD, generator=torch.Generator().manual_seed(ROTATION_SEED),
+                             dtype=torch.float64) * 2 - 1
+        self.register_buffer("rotation_pattern", pattern, persistent=False)
         self.n_bins = n_fft // 2 + 1
         # centre frequency of each bin in Hz (the pitch mode finds each bin's nearest harmonic from it)
         self.register_buffer("bin_hz", torch.arange(self.n_bins, dtype=torch.float64) * sample_rate / n_fft,
@@ -134,7 +154,15 @@ class ISTFTHead(Streamable):
         """The phases ``Tensor[B, K, F]`` (radians, any range) that :meth:`forward` gives frames ``0 .. F - 1`` of
         the head's input ``x: Tensor[B, in_channels, F]``; what :func:`s2slib.codec.losses.phase_advance_loss`
         compares with the measured phase advance."""
-        return self._phase(x.float(), 0, None)[0]
+        return self._rotate(self._phase(x.float(), 0, None)[0], 0)
+
+    def _rotate(self, phase: Tensor, start: int) -> Tensor:
+        """Add frame ``t``'s rotation (``rotation`` radians times its pattern entry, the same in every bin) to
+        ``phase: Tensor[B, K, F]`` of frames ``start .. start + F - 1``; unchanged when ``rotation`` is 0."""
+        if not self.rotation:
+            return phase
+        idx = torch.arange(start, start + phase.shape[-1], device=phase.device) % ROTATION_PERIOD
+        return phase + (self.rotation * self.rotation_pattern[idx]).to(phase.dtype)
 
     def _centre(self, start: int, n: int, device: torch.device) -> Tensor:
         """Each bin's centre-frequency phase at frames ``start .. start + n - 1``, wrapped: ``Tensor[K, n]`` float64."""
@@ -192,6 +220,7 @@ class ISTFTHead(Streamable):
         x = x.float()
         log_mag = x[:, : self.n_bins]  # (B, K, F)
         phase, carry = self._phase(x, start, carried)  # (B, K, F)
+        phase = self._rotate(phase, start)
         mag = log_mag.clamp(max=MAX_LOG_MAG).exp()
         spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))  # (B, K, F)
         frames = torch.fft.irfft(spec, n=self.n_fft, dim=1, norm="ortho")  # (B, n_fft, F)
