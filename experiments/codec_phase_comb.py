@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         trained = head.rotation
         for rotation in args.eval_rotations:  # the same codes and decoder, the rotation changed at inference only
             head.rotation = rotation
-            results[f"{name}; rotation {rotation:g} at inference"] = row = measure(trainer.model, clips)
-            print(json.dumps({f"{name}; rotation {rotation:g} at inference": row}), flush=True)
+            key = f"{name}; rotation {rotation:g} at inference"
+            results[key] = measure(trainer.model, clips)
+            print(json.dumps({key: results[key]}), flush=True)
         head.rotation = trained
     print(json.dumps(results, indent=2))
     return 0

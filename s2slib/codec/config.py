@@ -35,6 +35,7 @@ ARCHITECTURES = ("conv", "stft")
 UPSAMPLERS = ("nearest", "transposed")
 PROJECTIONS = ("orthogonal", "free")
 PHASE_MODES = ("absolute", "integrated", "centred", "pitch")  # the iSTFT head's phase (s2slib.codec.stft_io.ISTFTHead)
+MAX_PHASE_ROTATION = math.pi + 1e-4  # the iSTFT head's largest per-frame rotation: pi radians (3.1416 allowed)
 
 
 def dataclass_from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -214,7 +215,7 @@ class CodecConfig:
             raise ValueError("CodecConfig.kmeans_iters, dead_code_threshold and commitment_weight must be >= 0.")
         if self.ema_epsilon <= 0:
             raise ValueError(f"CodecConfig.ema_epsilon must be > 0, got {self.ema_epsilon}.")
-        if not 0.0 <= self.phase_rotation <= math.pi + 1e-4:  # 3.1416 allowed
+        if not 0.0 <= self.phase_rotation <= MAX_PHASE_ROTATION:
             raise ValueError(f"CodecConfig.phase_rotation must be between 0 and pi radians, got {self.phase_rotation}.")
         for name, allowed in (("architecture", ARCHITECTURES), ("upsampler", UPSAMPLERS),
                               ("quantizer_projection", PROJECTIONS), ("phase", PHASE_MODES)):

@@ -133,7 +133,7 @@ class FrameDecoder(StreamingSequential):
 
     def finish(self, state: tuple) -> Tensor:
         """The overlap-add tail still pending at the end of a stream (see :meth:`ISTFTHead.finish`)."""
-        return self.layers[-1].finish(state[-1])
+        return self.head.finish(state[-1])
 
     @property
     def head(self) -> ISTFTHead:

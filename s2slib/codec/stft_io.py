@@ -19,13 +19,11 @@ still wait for the overlapping windows of frames ``t + 1 .. t + n_fft/hop - 1``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from s2slib.codec.config import PHASE_MODES
+from s2slib.codec.config import MAX_PHASE_ROTATION, PHASE_MODES
 from s2slib.codec.layers import Streamable
 from s2slib.codec.pitch import F0_MIN_HZ, causal_frames, f0_from_logit, frame_spectrum
 
@@ -120,7 +118,7 @@ class ISTFTHead(Streamable):
         _check_framing(hop, n_fft)
         if phase not in PHASE_MODES:
             raise ValueError(f"phase must be one of {PHASE_MODES}, got {phase!r}.")
-        if not 0.0 <= rotation <= math.pi + 1e-4:  # 3.1416 allowed
+        if not 0.0 <= rotation <= MAX_PHASE_ROTATION:
             raise ValueError(f"rotation must be between 0 and pi radians, got {rotation}.")
         self.hop, self.n_fft, self.phase, self.sample_rate = hop, n_fft, phase, sample_rate
         self.rotation = rotation
