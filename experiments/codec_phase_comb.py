@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="weight of the pitch loss of the pitch-locked head (CodecTrainConfig.pitch_weight)")
     parser.add_argument("--advance-weight", type=float, default=0.0,
                         help="weight of the phase-advance loss on the head (s2slib.codec.losses.phase_advance_loss)")
+    parser.add_argument("--frame-mag-weight", type=float, default=0.0,
+                        help="weight of the head's log-magnitude loss in its own frames "
+                             "(s2slib.codec.losses.frame_magnitude_loss); 0: none")
+    parser.add_argument("--synthesis", default="hann", choices=["hann", "wola"],
+                        help="the head's synthesis window (CodecConfig.synthesis)")
     parser.add_argument("--n-fft", type=int, default=0,
                         help="the STFT window of the front end and the head (CodecConfig.n_fft; 0: two hops, 640)")
     parser.add_argument("--rotation", type=float, default=0.0,
@@ -104,14 +109,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = CodecTrainConfig(max_steps=args.steps, batch_size=8, segment_s=1.0, val_every=0, num_workers=1,
                                ckpt_every=args.steps, augment=AugmentConfig(), source_shares={"samples-te": 0.25},
                                loss=ReconstructionLossConfig(phase_weight=args.phase_weight),
-                               pitch_weight=args.pitch_weight, advance_weight=args.advance_weight)
+                               pitch_weight=args.pitch_weight, advance_weight=args.advance_weight,
+                               frame_mag_weight=args.frame_mag_weight)
         name = f"{phase}, {args.steps} steps" + (f", phase loss {args.phase_weight:g}" if args.phase_weight else "")
         name += f", window {args.n_fft}" if args.n_fft else ""
         name += f", advance loss {args.advance_weight:g}" if args.advance_weight else ""
         name += f", pitch loss {args.pitch_weight:g}" if phase == "pitch" and args.pitch_weight != 1.0 else ""
         name += f", rotation {args.rotation:g}" if args.rotation else ""
+        name += f", {args.synthesis} synthesis" if args.synthesis != "hann" else ""
+        name += f", frame magnitude loss {args.frame_mag_weight:g}" if args.frame_mag_weight else ""
         trainer = CodecTrainer(dataclasses.replace(CodecConfig.fast50(), phase=phase, n_fft=args.n_fft,
-                                                   phase_rotation=args.rotation), cfg,
+                                                   phase_rotation=args.rotation, synthesis=args.synthesis), cfg,
                                manifests / "train.jsonl", manifests / "val.jsonl",
                                args.out / name.replace(", ", "_").replace(" ", "-"), device="cpu")
         trainer.fit(progress=False)

@@ -3,7 +3,8 @@
 Each real test clip of the laptop run (Common Voice speakers and sentences never trained on) is cut into codec v2's
 frames (window 640, hop 320, periodic Hann; ``--n-fft`` sets another window), and its exact STFT magnitudes go through :class:`ISTFTHead` with:
 
-- ``exact``: the clip's own phases (the ceiling of this resynthesis: the head windows the frames a second time);
+- ``exact``: the clip's own phases (the ceiling of this resynthesis; with the Hann synthesis window the head windows
+  the frames a second time);
 - ``random``: a random phase in every bin of every frame (notebook 02's "exact magnitudes, random phase" point);
 - ``constant``: the same phase in every frame (what an absolute-phase head predicts when its phase stands still);
 - ``centre tones``: each bin turning at its own centre frequency (the centred head with a steady offset);
@@ -17,6 +18,8 @@ frames (window 640, hop 320, periodic Hann; ``--n-fft`` sets another window), an
   integrated head with a perfect deviation and no offset gives), then with an error added to every turn: Gaussian
   with ``--turn-noise`` standard deviations in radians, drawn independently per bin (``iid``) or smoothed across
   bins (``smooth``: Gaussian over 4 bins, rescaled to the same deviation);
+- ``peak-locked``: made from the magnitudes alone, each spectral peak's phase carried on at its frequency and every
+  bin locked to its nearest peak (:mod:`s2slib.codec.peak_phase`, ``ISTFTHead(phase="peaks")``);
 - ``exact`` / ``constant`` ``+ smooth dither``: a phase offset drawn afresh in every frame, smooth across bins
   (Gaussian over 4 bins, ``--dither`` standard deviations in radians), added to the clip's own phase (what the
   dither costs) or to a standing phase (whether it breaks the comb); ``+ frame rotation``: one offset per frame,
@@ -26,7 +29,10 @@ It prints medians over the clips of the even/odd bin energy ratio, the comb rati
 No training; about a minute on 2 CPU cores.
 
     python experiments/codec_phase_oracle.py [--run runs/laptop] [--cents 25 100 200] [--turn-noise 0.3 0.6]
-        [--n-fft 640] [--dither 0.5 1 2]
+        [--n-fft 640] [--dither 0.5 1 2] [--synthesis hann|wola]
+
+``--synthesis`` picks the head's synthesis window (``CodecConfig.synthesis``): ``hann`` windows the exact spectrum
+a second time (so even the ``exact`` row is not the clip), ``wola`` gives the clip back from its exact spectrum.
 """
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ from scipy.ndimage import gaussian_filter1d
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec_phase_comb import even_odd_ratio, real_test_clips  # noqa: E402
 
+from s2slib.codec.peak_phase import peak_locked_phase  # noqa: E402
 from s2slib.codec.pitch import causal_spectrum, frame_pitch  # noqa: E402
 from s2slib.codec.stft_io import ISTFTHead  # noqa: E402
 from s2slib.metrics import comb_ratios, mel_distance, stoi  # noqa: E402
@@ -70,10 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dither", type=float, nargs="*", default=[0.5, 1.0, 2.0],
                         help="per-frame phase offsets (radians, smooth across bins) to add to the exact and the "
                              "standing phase")
+    parser.add_argument("--synthesis", default="hann", choices=["hann", "wola"],
+                        help="the head's synthesis window (CodecConfig.synthesis)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     n_fft = args.n_fft
-    head = ISTFTHead(HOP, n_fft)  # absolute phase: we hand it the phases
+    head = ISTFTHead(HOP, n_fft, synthesis=args.synthesis)  # absolute phase: we hand it the phases
     rng = np.random.default_rng(0)
     rows: dict[str, list[dict]] = {}
     for wav in real_test_clips(args.run):
@@ -86,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                   "centre tones": np.cumsum(np.broadcast_to(2 * np.pi * np.arange(spec.shape[0])[:, None] * HOP / n_fft,
                                                             spec.shape), axis=1),
                   "pitch-locked": pitch_locked(spec.shape, f0, voiced, n_fft)}
+        log_mag = torch.from_numpy(np.log(np.abs(spec) + 1e-7)).float()[None]  # (1, K, F)
+        phases["peak-locked"] = peak_locked_phase(log_mag, HOP, n_fft)[0][0].numpy()
         alternate = np.pi * np.arange(spec.shape[0])[:, None]  # a frame-start window's sign between adjacent bins
         phases["pitch-locked + pi k"] = phases["pitch-locked"] + alternate
         for cents in args.cents:

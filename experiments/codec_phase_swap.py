@@ -5,7 +5,8 @@ For each codec checkpoint given (``codec.pt`` files of the ``stft`` family, e.g.
 all levels; the decoder's log magnitudes are then resynthesised by an absolute-phase iSTFT head with
 - ``own``: the head's own phase rule (what the codec outputs);
 - ``random``: a random phase in every bin and frame;
-- ``exact``: the clip's own STFT phase in codec v2's frames.
+- ``exact``: the clip's own STFT phase in codec v2's frames;
+- ``peaks``: the phase made from the head's magnitudes alone (:mod:`s2slib.codec.peak_phase`).
 It prints, per checkpoint, the median STOI and mel distance of each. If ``own`` is well above ``random``, the head's
 phase carries information; ``exact`` bounds what its magnitudes could give with a perfect phase. For a pitch-locked
 head (``phase="pitch"``) it also prints how far its F0 is from :func:`s2slib.codec.pitch.frame_pitch`'s on the
@@ -26,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec_phase_comb import RUN, real_test_clips  # noqa: E402
 
+from s2slib.codec.peak_phase import peak_locked_phase  # noqa: E402
 from s2slib.codec.pitch import causal_spectrum, f0_from_logit, frame_pitch  # noqa: E402
 from s2slib.codec.stft_io import ISTFTHead  # noqa: E402
 from s2slib.codec.train import load_codec  # noqa: E402
@@ -46,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{path}: not an iSTFT-head codec (architecture {codec.config.architecture!r}).")
         stack, head = codec.decoder.layers
         hop, n_fft, sr = head.hop, head.n_fft, codec.sample_rate
-        plain = ISTFTHead(hop, n_fft)  # absolute phase: we hand it the phases
-        rows: dict[str, list[tuple[float, float]]] = {"own": [], "random": [], "exact": []}
+        plain = ISTFTHead(hop, n_fft, synthesis=head.synthesis)  # absolute phase: we hand it the phases
+        rows: dict[str, list[tuple[float, float]]] = {"own": [], "random": [], "exact": [], "peaks": []}
         cents, voicing_agrees = [], []
         for wav in clips:
             wav = wav[: len(wav) // hop * hop]
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                 exact = torch.angle(causal_spectrum(x[:, 0], hop, n_fft)).transpose(1, 2)
                 random = torch.from_numpy(rng.uniform(-np.pi, np.pi, log_mag.shape)).float()
                 outs = {"own": head(frames), "random": plain(torch.cat([log_mag, random], 1)),
-                        "exact": plain(torch.cat([log_mag, exact], 1))}
+                        "exact": plain(torch.cat([log_mag, exact], 1)),
+                        "peaks": plain(torch.cat([log_mag, peak_locked_phase(log_mag, hop, n_fft)[0]], 1))}
             for name, est in outs.items():
                 est = est[0, 0].clamp(-1, 1).numpy()  # as Codec.decode bounds it
                 rows[name].append((stoi(wav, est, sr), mel_distance(wav, est, sr)))

@@ -24,6 +24,10 @@ noise-excited          a whisper with the right vowels   the spectral envelope w
 exact magnitudes,      rough and breathy                 the ceiling of a decoder that renders every magnitude of
 random phase                                             codec v2's 40 ms frames exactly but no phase: STOI about
                                                          0.83 on real speech, so phase matters for intelligibility
+exact magnitudes,      the same voice, a little hollow   the same magnitudes with a phase made from them alone,
+peak-locked phase                                        causally (:mod:`s2slib.codec.peak_phase`): STOI about 0.93,
+                                                         so a decoder whose magnitudes keep the harmonics gets most
+                                                         of the phase for free
 =====================  ================================  ==========================================================
 """
 
@@ -127,6 +131,34 @@ def random_phase_copy(wav, sample_rate: int, hop_s: float = 0.02, seed: int = 0)
     codec trained on magnitude losses alone. Measured on the course's real Telugu test clips (STOI): exact phase
     0.97, random phase 0.83, zero phase 0.75.
     """
+    def random_phase(magnitude: torch.Tensor, hop: int, n_fft: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return 2 * torch.pi * torch.rand(magnitude.shape, generator=generator, dtype=torch.float64)
+
+    return _resynthesised(wav, sample_rate, hop_s, random_phase)
+
+
+def peak_locked_copy(wav, sample_rate: int, hop_s: float = 0.02) -> np.ndarray:
+    """``wav``'s exact magnitudes in codec v2's framing with the phase :mod:`s2slib.codec.peak_phase` makes from
+    them (each spectral peak carried on at its frequency, every bin locked to its nearest peak; no lookahead):
+    same length, float32.
+
+    What a decoder that gets every magnitude right and makes its phase from them would produce (codec v2's
+    ``phase="peaks"`` head with perfect magnitudes): STOI about 0.93 on the course's real test clips, against 0.83
+    for a random phase. It sounds like the voice, a little hollow where harmonics glide.
+    """
+    from s2slib.codec.peak_phase import peak_locked_phase
+
+    def locked(magnitude: torch.Tensor, hop: int, n_fft: int) -> torch.Tensor:
+        log_mag = magnitude.clamp_min(1e-9).log().T[None]  # (1, K, N)
+        return peak_locked_phase(log_mag, hop, n_fft)[0][0].T.double()  # (N, K)
+
+    return _resynthesised(wav, sample_rate, hop_s, locked)
+
+
+def _resynthesised(wav, sample_rate: int, hop_s: float, make_phase) -> np.ndarray:
+    """``wav``'s magnitudes in Hann windows of two hops (causal framing) under the phase
+    ``make_phase(magnitude Tensor[N, K], hop, n_fft) -> Tensor[N, K]``, weighted-overlap-added: same length, float32."""
     wav = _mono(wav)
     hop = int(round(hop_s * sample_rate))
     n_fft = 2 * hop
@@ -134,8 +166,7 @@ def random_phase_copy(wav, sample_rate: int, hop_s: float = 0.02, seed: int = 0)
     x = torch.nn.functional.pad(torch.from_numpy(wav).double(), (n_fft - hop, n_fft))  # whole frames, causal framing
     frames = x.unfold(0, n_fft, hop)  # (N, n_fft)
     magnitude = torch.fft.rfft(frames * window).abs()  # (N, n_fft/2+1)
-    generator = torch.Generator().manual_seed(seed)
-    phase = 2 * torch.pi * torch.rand(magnitude.shape, generator=generator, dtype=torch.float64)
+    phase = make_phase(magnitude, hop, n_fft)
     resynth = torch.fft.irfft(torch.polar(magnitude, phase), n=n_fft) * window  # (N, n_fft), Hann^2 overlap below
     out = torch.zeros(x.numel(), dtype=torch.float64)
     norm = torch.zeros(x.numel(), dtype=torch.float64)
@@ -153,6 +184,8 @@ REFERENCE_POINTS = {  # name -> (function, what it sounds like)
     "noise-excited": (noise_excited_copy, "a whisper with the right vowels and no pitch"),
     "exact magnitudes, random phase": (random_phase_copy, "rough and breathy: what a decoder without a phase model "
                                                           "makes of perfect magnitudes"),
+    "exact magnitudes, peak-locked phase": (peak_locked_copy, "the same voice, a little hollow: perfect magnitudes "
+                                                              "with a phase made from them"),
 }
 
 

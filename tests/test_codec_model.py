@@ -283,10 +283,15 @@ def _chunk_plans(T: int, hop: int, generator: torch.Generator) -> dict[str, list
     return {"frame": split(hop), "7": split(7), "37": split(37), "123": split(123), "random": random_sizes}
 
 
-@pytest.mark.parametrize("preset, frames", [("tiny", 25), ("laptop", 25), ("fast50_tiny", 14), ("fast50", 14)])
+@pytest.mark.parametrize("preset, frames", [("tiny", 25), ("laptop", 25), ("fast50_tiny", 14), ("fast50", 14),
+                                            ("fast50_tiny+peaks", 14)])
 def test_streaming_equals_offline(preset, frames):
-    small = preset.endswith("tiny")
-    codec = _prepared_codec(CodecConfig.preset(preset), init_seconds=1.0 if small else 3.0)
+    name, _, phase = preset.partition("+")  # "+peaks": the head makes its phase from its magnitudes (wola synthesis)
+    small = name.endswith("tiny")
+    config = CodecConfig.preset(name)
+    if phase:
+        config = CodecConfig.from_dict({**config.to_dict(), "phase": phase, "synthesis": "wola"})
+    codec = _prepared_codec(config, init_seconds=1.0 if small else 3.0)
     hop = codec.hop_length
     g = torch.Generator().manual_seed(5)
     T = frames * hop + 37  # the last frame is partial
@@ -526,6 +531,75 @@ def test_pitch_head_puts_harmonics_at_the_predicted_f0_not_on_the_bin_centres():
     assert share[False][0] < 0.5 and share[False][1] > 0.8  # unvoiced: on the bin centres
 
 
+
+def test_peaks_finds_each_bins_nearest_peak_and_places_it_between_bins():
+    """One frame's peaks (:func:`s2slib.codec.peak_phase.peaks`): two windowed tones at 10.3 and 30.75 bins own the
+    bins nearest to them, their frequencies come out within a tenth of a bin, and a frame with no interior maximum
+    falls back on its loudest bin."""
+    from s2slib.codec.peak_phase import peaks
+    from s2slib.codec.pitch import frame_spectrum
+
+    n = 640
+    t = torch.arange(n, dtype=torch.float64)
+    frame = torch.cos(2 * math.pi * 10.3 * t / n) + 0.5 * torch.cos(2 * math.pi * 30.75 * t / n + 1.0)
+    spec = frame_spectrum(frame[None, None].float(), torch.hann_window(n, periodic=True))[0]  # (1, K)
+    owner, freq = peaks(spec.abs().clamp_min(1e-9).log())
+    assert owner[0, 8:13].eq(owner[0, 10]).all() and owner[0, 28:33].eq(owner[0, 31]).all()
+    assert abs(float(freq[0, 10]) - 10.3) < 0.1 and abs(float(freq[0, 31]) - 30.75) < 0.1
+    rising = torch.arange(9, dtype=torch.float64)[None]  # no interior maximum: the top bin is the peak
+    owner, freq = peaks(rising)
+    assert owner.eq(8).all() and freq.eq(8).all()
+
+
+def test_peak_locked_phase_turns_each_harmonic_at_its_own_frequency():
+    """``phase="peaks"``: the exact magnitudes of harmonics of 130 Hz (between the 25 Hz bins) and nothing else.
+    The peak-locked phase turns every harmonic at its frequency, so the overlapping frames add up to the original's
+    level and the energy sits on the harmonics of 130 Hz; a phase that stands still puts it on the 50 Hz comb."""
+    from s2slib.codec.pitch import causal_spectrum
+    from s2slib.codec.stft_io import ISTFTHead
+    from s2slib.metrics import comb_share
+
+    hop, n_fft, sr = 320, 640, 16000
+    t = torch.arange(150 * hop, dtype=torch.float64) / sr  # 3 s
+    ref = sum(torch.cos(2 * math.pi * 130 * h * t + h * h) / h for h in range(1, 20)).float()
+    spec = causal_spectrum(ref[None], hop, n_fft).transpose(1, 2)  # (1, K, F) complex
+    log_mag = spec.abs().clamp_min(1e-9).log()
+    peaks = ISTFTHead(hop, n_fft, phase="peaks")(log_mag)[0, 0, n_fft:-n_fft].numpy()
+    plain = ISTFTHead(hop, n_fft)
+    standing = plain(torch.cat([log_mag, torch.zeros_like(log_mag)], 1))[0, 0, n_fft:-n_fft].numpy()
+    exact = plain(torch.cat([log_mag, torch.angle(spec)], 1))[0, 0, n_fft:-n_fft].numpy()  # the head's own level
+    inner = ref[n_fft:-n_fft].numpy()
+    assert 0.85 < np.sqrt(np.mean(peaks ** 2) / np.mean(exact ** 2)) < 1.15
+    assert comb_share(peaks, sr, 130.0, width_hz=4.0) > 0.9
+    assert comb_share(peaks, sr, 50.0) < 2 * comb_share(inner, sr, 50.0)
+    assert comb_share(standing, sr, 50.0) > 0.5
+    with pytest.raises(ValueError, match="bins"):
+        ISTFTHead(hop, n_fft, phase="peaks")(log_mag[:, :-1])
+
+
+@pytest.mark.parametrize("hop, n_fft", [(320, 640), (320, 1280)])
+def test_wola_synthesis_gives_a_clip_back_from_its_own_spectrum(hop, n_fft):
+    """``synthesis="wola"``: the front end's spectrum of a clip (magnitudes and phases) comes back as the clip, away
+    from the start (where the causal padding's frames are missing); the Hann synthesis window windows it twice,
+    so its level swings once per hop. Unknown windows are clear errors."""
+    from s2slib.codec.pitch import causal_spectrum
+    from s2slib.codec.stft_io import ISTFTHead, synthesis_window
+
+    wav = torch.randn(1, 40 * hop, generator=torch.Generator().manual_seed(3))
+    spec = causal_spectrum(wav, hop, n_fft).transpose(1, 2)  # (1, K, F)
+    x = torch.cat([spec.abs().clamp_min(1e-9).log(), torch.angle(spec)], 1)
+    inner = slice(n_fft, -n_fft)  # whole windows on both sides
+    wola = ISTFTHead(hop, n_fft, synthesis="wola")(x)[0, 0]
+    assert torch.allclose(wola[inner], wav[0, inner], atol=1e-4)
+    hann = ISTFTHead(hop, n_fft)(x)[0, 0]
+    assert (hann[inner] - wav[0, inner]).abs().max() > 0.1
+    with pytest.raises(ValueError, match="synthesis"):
+        ISTFTHead(hop, n_fft, synthesis="kaiser")
+    with pytest.raises(ValueError, match="synthesis"):
+        synthesis_window(hop, n_fft, "kaiser")
+    with pytest.raises(ValueError, match="CodecConfig.synthesis"):
+        CodecConfig(architecture="stft", strides=(320,), synthesis="kaiser")
+
 def test_stft_io_layers_stream_like_their_forward():
     from s2slib.codec.stft_io import CausalSTFT, ISTFTHead
 
@@ -540,9 +614,11 @@ def test_stft_io_layers_stream_like_their_forward():
         pieces.append(y)
     assert torch.allclose(torch.cat(pieces, dim=-1), feats, atol=1e-5)
 
-    for phase, rotation in (("absolute", 0.0), ("integrated", 0.0), ("centred", 0.0), ("pitch", 0.0),
-                            ("absolute", math.pi), ("pitch", 1.0)):
-        head = ISTFTHead(hop=80, n_fft=320, phase=phase, rotation=rotation)
+    for phase, rotation, synthesis in (("absolute", 0.0, "hann"), ("integrated", 0.0, "hann"), ("centred", 0.0, "hann"),
+                                       ("pitch", 0.0, "hann"), ("peaks", 0.0, "wola"), ("peaks_offset", 0.0, "hann"),
+                                       ("absolute", math.pi, "wola"),
+                                       ("pitch", 1.0, "hann")):
+        head = ISTFTHead(hop=80, n_fft=320, phase=phase, rotation=rotation, synthesis=synthesis)
         x = torch.randn(2, head.in_channels, 9, generator=g)
         offline = head(x)
         assert offline.shape == (2, 1, 9 * 80)
@@ -552,7 +628,7 @@ def test_stft_io_layers_stream_like_their_forward():
             pieces.append(y)
         pieces.append(head.finish(state))
         streamed = torch.cat(pieces, dim=-1)
-        assert torch.allclose(streamed, offline, atol=1e-5), (phase, rotation)
+        assert torch.allclose(streamed, offline, atol=1e-5), (phase, rotation, synthesis)
     head = ISTFTHead(hop=80, n_fft=320)
     # a frame's spectrum becomes a windowed burst over its own span: a lone impulse in frame 4 only touches
     # samples (4 + 1) * 80 - 320 .. (4 + 1) * 80

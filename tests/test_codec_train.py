@@ -93,6 +93,26 @@ def test_the_phase_advance_loss_is_logged_and_lowered_only_when_weighted(codec_m
     assert off.fit(progress=False).series("loss_phase_advance") == ([], [])
 
 
+
+def test_a_peak_locked_head_trains_with_the_frame_magnitude_loss_and_resumes_exactly(codec_manifests, tmp_path,
+                                                                                    check_exact_resume):
+    """``phase="peaks"`` with ``synthesis="wola"`` and ``frame_mag_weight``: the head predicts magnitudes only (its
+    phase comes from them), the trainer logs the log-magnitude loss in the head's frames and lowers it, the
+    checkpoint keeps the head's options, and a resumed run equals an uninterrupted one."""
+    import dataclasses
+
+    train, val = codec_manifests
+    config = dataclasses.replace(CodecConfig.fast50_tiny(), phase="peaks", synthesis="wola")
+    trainer = CodecTrainer(config, small_config(max_steps=30, lr=3e-3, val_every=30, ckpt_every=30, segment_s=0.5,
+                                                frame_mag_weight=2.0), train, val, tmp_path / "on", device="cpu")
+    steps, values = trainer.fit(progress=False).series("loss_frame_mag")
+    assert steps[-1] == 30 and np.isfinite(values).all()
+    assert np.mean(values[-5:]) < np.mean(values[:5])
+    loaded = load_codec(tmp_path / "on" / "codec.pt").config
+    assert (loaded.phase, loaded.synthesis) == ("peaks", "wola")
+    check_exact_resume(lambda out: CodecTrainer(config, small_config(segment_s=0.5, frame_mag_weight=2.0), train, val,
+                                                out, device="cpu"), tmp_path / "resume", stop_after=3)
+
 def test_bad_checkpoints_get_clear_errors(codec_manifests, tmp_path):
     train, val = codec_manifests
     CodecTrainer(CodecConfig.tiny(), small_config(max_steps=2), train, val, tmp_path, device="cpu").fit(progress=False)

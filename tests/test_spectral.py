@@ -203,6 +203,35 @@ def test_phase_advance_loss_is_zero_for_the_exact_turn_and_about_one_for_a_stand
         phase_advance_loss(exact[:, :-1], ref, hop, n_fft)
 
 
+
+def test_frame_magnitude_loss_is_zero_for_the_exact_magnitudes_and_grows_with_error():
+    """The head's log magnitudes against the reference's in the head's own frames: 0 for the exact ones, about the
+    error for a gain error (natural log), blind to differences below the reference's relative floor, with a
+    gradient, and clear errors for a wrong shape."""
+    from s2slib.codec.losses import frame_magnitude_loss
+    from s2slib.codec.pitch import causal_spectrum
+
+    hop, n_fft = 320, 640
+    noise = 1e-2 * torch.randn(20 * hop, generator=torch.Generator().manual_seed(0))  # every bin above the floor
+    ref = (_harmonics([130.0 * k for k in range(1, 25)], n=20 * hop) + noise)[None, None]
+    ref[..., 10 * hop:] = 0.0  # the second half is digital silence
+    log_mag = causal_spectrum(ref[:, 0], hop, n_fft).abs().clamp_min(1e-12).log().transpose(1, 2)  # (1, K, F)
+    assert frame_magnitude_loss(log_mag, ref, hop, n_fft) < 1e-5
+    sound = torch.zeros_like(log_mag, dtype=torch.bool)
+    sound[..., :11] = True  # frames 0-10 reach into the sounding half (frame t spans hops t - 1 and t)
+    louder = torch.where(sound, log_mag + 0.5, log_mag)
+    assert abs(float(frame_magnitude_loss(louder, ref, hop, n_fft)) - 0.275) < 0.01  # 0.5 in 11 of 20 frames
+    assert float(frame_magnitude_loss(torch.where(sound, log_mag + 1.0, log_mag), ref, hop, n_fft)) > 0.5
+    silent = torch.where(sound, log_mag, torch.full_like(log_mag, -40.0))  # silence rendered at any depth
+    assert frame_magnitude_loss(silent, ref, hop, n_fft) < 1e-5
+    est = torch.zeros_like(log_mag, requires_grad=True)
+    frame_magnitude_loss(est, ref, hop, n_fft).backward()
+    assert torch.isfinite(est.grad).all() and est.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="frames"):
+        frame_magnitude_loss(log_mag[..., :-1], ref, hop, n_fft)
+    with pytest.raises(ValueError, match="log_mag must be"):
+        frame_magnitude_loss(log_mag[:, :-1], ref, hop, n_fft)
+
 def test_metrics_and_spectral_do_not_import_the_codec():
     code = ("import sys, s2slib.metrics, s2slib.spectral; "
             "print([m for m in sys.modules if m.startswith('s2slib.codec')])")

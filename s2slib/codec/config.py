@@ -34,7 +34,8 @@ CODEBOOK_METRICS = ("euclidean", "cosine")
 ARCHITECTURES = ("conv", "stft")
 UPSAMPLERS = ("nearest", "transposed")
 PROJECTIONS = ("orthogonal", "free")
-PHASE_MODES = ("absolute", "integrated", "centred", "pitch")  # the iSTFT head's phase (s2slib.codec.stft_io.ISTFTHead)
+PHASE_MODES = ("absolute", "integrated", "centred", "pitch", "peaks", "peaks_offset")  # the iSTFT head's phase (s2slib.codec.stft_io.ISTFTHead)
+SYNTHESIS_WINDOWS = ("hann", "wola")  # the iSTFT head's synthesis window (s2slib.codec.stft_io.ISTFTHead)
 MAX_PHASE_ROTATION = math.pi + 1e-4  # the iSTFT head's largest per-frame rotation: pi radians (3.1416 allowed)
 
 
@@ -109,9 +110,14 @@ class CodecConfig:
     n_fft: int = 0  # STFT window of the front end and the iSTFT head; 0: 2 * hop (one hop of overlap)
     phase: str = "absolute"  # iSTFT head: "absolute" phase per frame (Vocos), "centred" (offsets from each bin's
     # centre-frequency phase), "integrated" frequency deviations or "pitch" (each bin turns at its nearest harmonic of
-    # a predicted F0; s2slib.codec.stft_io.ISTFTHead)
+    # a predicted F0; s2slib.codec.stft_io.ISTFTHead), "peaks" (magnitudes only, the phase carried from frame to
+    # frame at the frequency of each spectral peak; s2slib.codec.peak_phase) or "peaks_offset" (that phase plus a
+    # predicted offset per bin)
     phase_rotation: float = 0.0  # iSTFT head: radians (0 to pi) each frame's phase is turned by, times a fixed
     # pseudo-random pattern, the same in every bin; it breaks the frame-rate comb of a phase that stands still (0: off)
+    synthesis: str = "hann"  # iSTFT head's synthesis window: "hann" (the analysis window again, so a clip's own
+    # spectrum comes back windowed twice) or "wola" (Hann over the squared windows' overlap sum: a clip's own spectrum
+    # comes back exactly)
     # --- residual vector quantizer ---
     n_q: int = 8  # quantizer levels
     codebook_size: int = 1024  # entries per level -> log2(1024) = 10 bits per level per frame
@@ -218,7 +224,8 @@ class CodecConfig:
         if not 0.0 <= self.phase_rotation <= MAX_PHASE_ROTATION:
             raise ValueError(f"CodecConfig.phase_rotation must be between 0 and pi radians, got {self.phase_rotation}.")
         for name, allowed in (("architecture", ARCHITECTURES), ("upsampler", UPSAMPLERS),
-                              ("quantizer_projection", PROJECTIONS), ("phase", PHASE_MODES)):
+                              ("quantizer_projection", PROJECTIONS), ("phase", PHASE_MODES),
+                              ("synthesis", SYNTHESIS_WINDOWS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"CodecConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}.")
         if self.architecture == "stft":

@@ -340,3 +340,27 @@ def phase_advance_loss(phases: Tensor, wav: Tensor, hop: int, n_fft: int) -> Ten
     weight = torch.minimum(mag[..., 1:], mag[..., :-1])
     weight = weight / weight.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
     return (weight * (1 - torch.cos(turn - turn_ref))).sum(dim=(1, 2)).mean()
+
+
+def frame_magnitude_loss(log_mag: Tensor, wav: Tensor, hop: int, n_fft: int, floor_db: float | None = 80.0) -> Tensor:
+    """How far an iSTFT head's log magnitudes are from the reference's, bin by bin in the head's own frames.
+
+    The waveform losses judge the head's magnitudes only after its phase has overlap-added them, so a phase that
+    does not carry the harmonics from frame to frame blurs what they see; in the head's own framing the target is
+    known exactly (the front end's STFT of the reference, :func:`s2slib.codec.pitch.causal_spectrum`), harmonics
+    and all. The loss is the mean absolute difference of the natural-log magnitudes, both raised to the reference's
+    floor ``floor_db`` below its loudest bin (:func:`s2slib.spectral.relative_floor`), so silence does not dominate.
+    0 is exact; 1 is a factor of e (8.7 dB) per bin on average.
+
+    Parameters
+    ----------
+    log_mag: ``Tensor[B, K, F]`` the head's log magnitudes (natural log), ``K = n_fft // 2 + 1``.
+    wav: ``Tensor[B, 1, F * hop]`` the reference, framed as the codec frames it.
+    """
+    if log_mag.ndim != 3 or log_mag.shape[1] != n_fft // 2 + 1:
+        raise ValueError(f"log_mag must be (B, {n_fft // 2 + 1}, F), got {tuple(log_mag.shape)}.")
+    ref = causal_spectrum(wav.reshape(wav.shape[0], -1), hop, n_fft).abs().transpose(1, 2)  # (B, K, F)
+    if ref.shape[-1] != log_mag.shape[-1]:
+        raise ValueError(f"the reference has {ref.shape[-1]} frames of hop {hop}, the magnitudes {log_mag.shape[-1]}.")
+    floor = relative_floor(ref, STFT_FLOOR, floor_db)  # (B, 1, 1)
+    return (log_mag.float().maximum(floor.log()) - ref.maximum(floor).log()).abs().mean()

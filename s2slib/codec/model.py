@@ -124,7 +124,7 @@ class FrameDecoder(StreamingSequential):
 
     def __init__(self, config: CodecConfig):
         c = config
-        head = ISTFTHead(c.hop_length, c.window_length, c.phase, c.sample_rate, c.phase_rotation)
+        head = ISTFTHead(c.hop_length, c.window_length, c.phase, c.sample_rate, c.phase_rotation, c.synthesis)
         super().__init__(
             FrameStack(c.latent_dim, c.frame_dim, head.in_channels, c.decoder_blocks, c.block_kernel_size,
                        c.block_expansion),

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from s2slib.codec.config import MAX_PHASE_ROTATION, PHASE_MODES
+from s2slib.codec.config import MAX_PHASE_ROTATION, PHASE_MODES, SYNTHESIS_WINDOWS
+from s2slib.codec import peak_phase
 from s2slib.codec.layers import Streamable
 from s2slib.codec.pitch import F0_MIN_HZ, causal_frames, f0_from_logit, frame_spectrum
 
@@ -36,6 +37,25 @@ ROTATION_SEED = 50  # its generator's seed
 def _check_framing(hop: int, n_fft: int) -> None:
     if hop <= 0 or n_fft < hop or n_fft % hop:
         raise ValueError(f"the STFT window ({n_fft}) must be a positive multiple of the hop ({hop}).")
+
+
+def synthesis_window(hop: int, n_fft: int, kind: str = "hann") -> Tensor:
+    """The window :class:`ISTFTHead` multiplies each inverse-FFT frame by before overlap-adding them, ``Tensor[n_fft]``.
+
+    - ``hann``: a periodic Hann window scaled by ``2 hop / n_fft``, whose copies ``hop`` apart sum to 1. A clip's
+      own spectrum (already Hann-windowed by the front end) then comes back windowed twice: at hop ``n_fft / 2`` its
+      level swings between 0.71 and 1 once per hop.
+    - ``wola``: Hann divided by the sum of the squared Hann windows that overlap each sample (weighted overlap-add,
+      as :func:`torch.istft` normalises), so a clip's own spectrum comes back exactly: the head's target in its own
+      frames is then simply the front end's spectrum of the clip.
+    """
+    hann = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+    if kind == "hann":
+        return (hann * (2 * hop / n_fft)).float()
+    if kind != "wola":
+        raise ValueError(f"synthesis window must be one of {SYNTHESIS_WINDOWS}, got {kind!r}.")
+    overlap = sum(torch.roll(hann ** 2, shift) for shift in range(0, n_fft, hop))  # periodic with period hop
+    return (hann / overlap).float()
 
 
 class CausalSTFT(Streamable):
@@ -89,12 +109,13 @@ class ISTFTHead(Streamable):
 
     The input holds, for each frame, ``n_bins`` log magnitudes then what the ``phase`` mode makes the phases from
     (:meth:`_phase`): ``n_bins`` phases (``absolute``) or offsets (``centred``), deviations and offsets
-    (``integrated``, ``2 n_bins``), or offsets, an F0 and a voicing (``pitch``, ``n_bins + 2``); ``in_channels``
-    counts them. Phases are radians in any range: only ``cos`` and ``sin`` of them are used, so the network never
-    has to wrap angles, as in Vocos. ``sample_rate`` serves the pitch mode (harmonics in Hz). The spectrum
-    ``exp(log_mag) * (cos(phase) + i sin(phase))`` is inverted with an orthonormal ``irfft``, windowed with a
-    periodic Hann window, scaled by ``2 hop / n_fft`` (the inverse of the windows' overlap sum) and overlap-added
-    at ``hop``.
+    (``integrated``, ``2 n_bins``), offsets, an F0 and a voicing (``pitch``, ``n_bins + 2``), nothing (``peaks``:
+    the phase is made from the magnitudes, :mod:`s2slib.codec.peak_phase`) or offsets on that (``peaks_offset``);
+    ``in_channels`` counts them. Phases are radians in any range: only ``cos`` and ``sin`` of them are used, so the network never has to
+    wrap angles, as in Vocos. ``sample_rate`` serves the pitch mode (harmonics in Hz). The spectrum
+    ``exp(log_mag) * (cos(phase) + i sin(phase))`` is inverted with an orthonormal ``irfft``, multiplied by the
+    ``synthesis`` window (:func:`synthesis_window`: Hann scaled to sum to 1, or ``wola``, which gives back a clip
+    from its own spectrum exactly) and overlap-added at ``hop``.
 
     ``rotation`` (radians, 0 to pi; 0: off) turns every bin of frame ``t`` by the same angle, ``rotation`` times a
     fixed pseudo-random pattern in ``[-1, 1)`` (:data:`ROTATION_PERIOD` entries, seeded). A head whose phase changes
@@ -113,14 +134,16 @@ class ISTFTHead(Streamable):
     """
 
     def __init__(self, hop: int, n_fft: int, phase: str = "absolute", sample_rate: int = 16000,
-                 rotation: float = 0.0):
+                 rotation: float = 0.0, synthesis: str = "hann"):
         super().__init__()
         _check_framing(hop, n_fft)
         if phase not in PHASE_MODES:
             raise ValueError(f"phase must be one of {PHASE_MODES}, got {phase!r}.")
+        if synthesis not in SYNTHESIS_WINDOWS:
+            raise ValueError(f"synthesis must be one of {SYNTHESIS_WINDOWS}, got {synthesis!r}.")
         if not 0.0 <= rotation <= MAX_PHASE_ROTATION:
             raise ValueError(f"rotation must be between 0 and pi radians, got {rotation}.")
-        self.hop, self.n_fft, self.phase, self.sample_rate = hop, n_fft, phase, sample_rate
+        self.hop, self.n_fft, self.phase, self.sample_rate, self.synthesis = hop, n_fft, phase, sample_rate, synthesis
         self.rotation = rotation
         # the per-frame rotation's pattern: ROTATION_PERIOD fixed draws, uniform in [-1, 1), from a seeded generator
         # (the same on every machine; frame t uses entry t mod ROTATION_PERIOD, so streaming and offline agree)
@@ -131,7 +154,7 @@ class ISTFTHead(Streamable):
         # centre frequency of each bin in Hz (the pitch mode finds each bin's nearest harmonic from it)
         self.register_buffer("bin_hz", torch.arange(self.n_bins, dtype=torch.float64) * sample_rate / n_fft,
                              persistent=False)
-        self.register_buffer("window", torch.hann_window(n_fft, periodic=True) * (2 * hop / n_fft), persistent=False)
+        self.register_buffer("window", synthesis_window(hop, n_fft, synthesis), persistent=False)
         # phase advance of each bin's centre frequency over one hop: 2 pi k hop / n_fft (an integer multiple of pi
         # for hop = n_fft / 2, so it is exact however many frames pass)
         self.register_buffer("bin_advance", 2 * torch.pi * torch.arange(self.n_bins, dtype=torch.float64) * hop / n_fft,
@@ -141,6 +164,10 @@ class ISTFTHead(Streamable):
     def in_channels(self) -> int:
         if self.phase == "pitch":
             return 2 * self.n_bins + 2  # log magnitudes, phase offsets, F0, voicing
+        if self.phase == "peaks":
+            return self.n_bins  # log magnitudes only: the phase is made from them
+        if self.phase == "peaks_offset":
+            return 2 * self.n_bins  # log magnitudes and an offset per bin on the phase made from them
         return (3 if self.phase == "integrated" else 2) * self.n_bins
 
     def pitch_logits(self, x: Tensor) -> Tensor | None:
@@ -169,7 +196,8 @@ class ISTFTHead(Streamable):
 
     def _phase(self, x: Tensor, start: int, carried: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Phases ``Tensor[B, K, F]`` of frames ``start .. start + F - 1`` and the integrated phase to carry on
-        (``carried`` unchanged for absolute and centred phase).
+        (``carried`` unchanged for absolute and centred phase; for the peak modes, the state of
+        :func:`s2slib.codec.peak_phase.peak_locked_phase`).
 
         - ``absolute``: the prediction is the phase (Vocos).
         - ``centred``: the prediction is an offset from the phase a steady tone at the bin's centre frequency has at
@@ -178,6 +206,8 @@ class ISTFTHead(Streamable):
           (multiples of ``2 sr / n_fft``: 50 Hz for codec v2), and the odd bins' overlapping frames cancel.
         - ``integrated``: the prediction is each bin's deviation from its centre frequency, summed over frames, plus
           an offset.
+        - ``peaks``: no prediction; each bin takes the running phase of its nearest spectral peak in the predicted
+          magnitudes (:mod:`s2slib.codec.peak_phase`). ``peaks_offset``: that phase plus a predicted offset per bin.
         - ``pitch``: the prediction is an F0, a voicing and an offset per bin. In a voiced frame each bin turns at
           the frequency of the harmonic of F0 nearest to its centre (``h * F0``, ``h = max(1, round(f_k / F0))``),
           in an unvoiced one at its centre frequency, blended by the voicing probability; the turns are summed over
@@ -186,6 +216,10 @@ class ISTFTHead(Streamable):
           dependence on F0 through the phase oscillates."""
         if self.phase == "absolute":
             return x[:, self.n_bins:], carried
+        if self.phase in ("peaks", "peaks_offset"):
+            phase, carry = peak_phase.peak_locked_phase(x[:, : self.n_bins].clamp(max=MAX_LOG_MAG), self.hop,
+                                                        self.n_fft, carried)
+            return (phase + x[:, self.n_bins:] if self.phase == "peaks_offset" else phase), carry
         if self.phase == "centred":
             centre = self._centre(start, x.shape[-1], x.device)  # (K, F)
             return (x[:, self.n_bins:].double() + centre[None]).float(), carried
@@ -238,7 +272,10 @@ class ISTFTHead(Streamable):
 
     def initial_state(self, batch_size, device=None, dtype=None) -> tuple:
         tail = torch.zeros(batch_size, self.n_fft - self.hop, device=device, dtype=dtype)
-        phase = torch.zeros(batch_size, self.n_bins, device=device, dtype=torch.float64)
+        if self.phase in ("peaks", "peaks_offset"):
+            phase = peak_phase.initial_state(batch_size, self.n_bins, device)
+        else:
+            phase = torch.zeros(batch_size, self.n_bins, device=device, dtype=torch.float64)
         # (overlap-add tail, samples before the signal still to drop, frames decoded, integrated phase)
         return tail, self.n_fft - self.hop, 0, phase
 

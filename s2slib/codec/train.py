@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from s2slib import metrics
 from s2slib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from s2slib.codec.config import CodecConfig, dataclass_from_dict
-from s2slib.codec.losses import ReconstructionLoss, ReconstructionLossConfig, phase_advance_loss
+from s2slib.codec.losses import (ReconstructionLoss, ReconstructionLossConfig, frame_magnitude_loss,
+                                 phase_advance_loss)
 from s2slib.codec.model import Codec
 from s2slib.codec.pitch import frame_pitch, pitch_loss
 from s2slib.data.augment import AugmentConfig
@@ -61,6 +62,7 @@ class CodecTrainConfig:
     vq_weight: float = 1.0  # weight of the commitment loss (its beta lives in CodecConfig.commitment_weight)
     pitch_weight: float = 1.0  # weight of the pitch loss (F0 in octaves + voicing) of a pitch-locked head (phase="pitch")
     advance_weight: float = 0.0  # weight of the phase-advance loss on codec v2's head (losses.phase_advance_loss)
+    frame_mag_weight: float = 0.0  # weight of the head's log-magnitude loss in its own frames (losses.frame_magnitude_loss)
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     val_every: int = 250  # steps between validations (0: only at the end)
     val_items: int = 12  # validation utterances measured each time
@@ -261,7 +263,7 @@ class CodecTrainer:
         bin turns per frame (:func:`s2slib.codec.losses.phase_advance_loss`)."""
         c, head = self.codec.config, self.codec.decoder.head
         logits = head.pitch_logits(head_input)
-        if logits is None and self.cfg.advance_weight <= 0:
+        if logits is None and self.cfg.advance_weight <= 0 and self.cfg.frame_mag_weight <= 0:
             return 0.0
         padded = self.codec._pad(wav).float()
         total = head_input.new_zeros(())
@@ -273,6 +275,10 @@ class CodecTrainer:
         if self.cfg.advance_weight > 0:
             terms["phase_advance"] = phase_advance_loss(head.phases(head_input), padded, c.hop_length, c.window_length)
             total = total + self.cfg.advance_weight * terms["phase_advance"]
+        if self.cfg.frame_mag_weight > 0:
+            terms["frame_mag"] = frame_magnitude_loss(head_input[:, : head.n_bins], padded, c.hop_length,
+                                                      c.window_length, self.cfg.loss.stft_floor_db)
+            total = total + self.cfg.frame_mag_weight * terms["frame_mag"]
         return total
 
     def _update_codec(self, total: torch.Tensor, terms: dict[str, torch.Tensor], out) -> dict[str, float]:
