@@ -1,16 +1,14 @@
-"""Magnitudes or phase? Each trained head's own predicted magnitudes under its own, a random and the exact phase.
+"""Magnitudes or phase? Each trained head's own predicted magnitudes under its own and other phases.
 
 For each codec checkpoint given (``codec.pt`` files of the ``stft`` family, e.g. the runs that
 ``codec_phase_comb.py`` writes under ``--out``), every real test clip of the laptop run is encoded and decoded at
-all levels; the decoder's log magnitudes are then resynthesised by an absolute-phase iSTFT head with
-- ``own``: the head's own phase rule (what the codec outputs);
-- ``random``: a random phase in every bin and frame;
-- ``exact``: the clip's own STFT phase in codec v2's frames;
-- ``peaks``: the phase made from the head's magnitudes alone (:mod:`s2slib.codec.peak_phase`).
-It prints, per checkpoint, the median STOI and mel distance of each. If ``own`` is well above ``random``, the head's
-phase carries information; ``exact`` bounds what its magnitudes could give with a perfect phase. For a pitch-locked
-head (``phase="pitch"``) it also prints how far its F0 is from :func:`s2slib.codec.pitch.frame_pitch`'s on the
-voiced frames (cents: median, 75th percentile, share within 50) and how often the two agree on voicing.
+all levels, and the decoder's log magnitudes are resynthesised under each phase of
+:data:`s2slib.codec.rephase.REPHASINGS` (the codec's own; its own turned per frame; peak-locked; random; the clip's
+exact phase). It prints, per checkpoint, the median STOI and mel distance of each. If ``own`` is well above
+``random``, the head's phase carries information; ``exact`` bounds what its magnitudes could give with a perfect
+phase. For a pitch-locked head (``phase="pitch"``) it also prints how far its F0 is from
+:func:`s2slib.codec.pitch.frame_pitch`'s on the voiced frames (cents: median, 75th percentile, share within 50) and
+how often the two agree on voicing.
 
     python experiments/codec_phase_swap.py /tmp/codec_phase_comb/absolute_800-steps/codec.pt ...
 """
@@ -27,9 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec_phase_comb import RUN, real_test_clips  # noqa: E402
 
-from s2slib.codec.peak_phase import peak_locked_phase  # noqa: E402
-from s2slib.codec.pitch import causal_spectrum, f0_from_logit, frame_pitch  # noqa: E402
-from s2slib.codec.stft_io import ISTFTHead  # noqa: E402
+from s2slib.codec.pitch import f0_from_logit, frame_pitch  # noqa: E402
+from s2slib.codec.rephase import REPHASINGS, rephased  # noqa: E402
 from s2slib.codec.train import load_codec  # noqa: E402
 from s2slib.metrics import mel_distance, stoi  # noqa: E402
 
@@ -40,7 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, default=RUN)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    rng = np.random.default_rng(0)
     clips = real_test_clips(args.run)
     for path in args.checkpoints:
         codec = load_codec(path).eval()
@@ -48,25 +44,16 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{path}: not an iSTFT-head codec (architecture {codec.config.architecture!r}).")
         stack, head = codec.decoder.layers
         hop, n_fft, sr = head.hop, head.n_fft, codec.sample_rate
-        plain = ISTFTHead(hop, n_fft, synthesis=head.synthesis)  # absolute phase: we hand it the phases
-        rows: dict[str, list[tuple[float, float]]] = {"own": [], "random": [], "exact": [], "peaks": []}
+        rows: dict[str, list[tuple[float, float]]] = {name: [] for name in REPHASINGS}
         cents, voicing_agrees = [], []
-        for wav in clips:
+        for i, wav in enumerate(clips):
             wav = wav[: len(wav) // hop * hop]
-            x = torch.from_numpy(wav).float().view(1, 1, -1)
-            with torch.inference_mode():
-                frames = stack(codec.quantizer(codec.latent(x), codec.config.n_q).z_q)
-                log_mag = frames[:, : head.n_bins]
-                exact = torch.angle(causal_spectrum(x[:, 0], hop, n_fft)).transpose(1, 2)
-                random = torch.from_numpy(rng.uniform(-np.pi, np.pi, log_mag.shape)).float()
-                outs = {"own": head(frames), "random": plain(torch.cat([log_mag, random], 1)),
-                        "exact": plain(torch.cat([log_mag, exact], 1)),
-                        "peaks": plain(torch.cat([log_mag, peak_locked_phase(log_mag, hop, n_fft)[0]], 1))}
-            for name, est in outs.items():
-                est = est[0, 0].clamp(-1, 1).numpy()  # as Codec.decode bounds it
+            for name, est in rephased(codec, wav, seed=i).items():
                 rows[name].append((stoi(wav, est, sr), mel_distance(wav, est, sr)))
-            logits = head.pitch_logits(frames)
-            if logits is not None:
+            if head.phase == "pitch":
+                x = torch.from_numpy(wav).float().view(1, 1, -1)
+                with torch.inference_mode():
+                    logits = head.pitch_logits(stack(codec.quantizer(codec.latent(x), codec.config.n_q).z_q))
                 f0, voiced = frame_pitch(x, sr, hop, n_fft)
                 cents.append((1200 * torch.log2(f0_from_logit(logits[0, 0]) / f0[0])).abs()[voiced[0]].numpy())
                 voicing_agrees.append(float(((logits[0, 1] > 0) == voiced[0]).float().mean()))

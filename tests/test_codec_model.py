@@ -710,3 +710,26 @@ def test_int8_decoder_keeps_the_codes_and_stays_close_to_the_float_decoder():
         n = min(streamed.shape[-1], out.shape[-1])
         snr_stream = 10 * torch.log10(out[..., :n].pow(2).sum() / (out[..., :n] - streamed[..., :n]).pow(2).sum().clamp(min=1e-20))
         assert snr_stream > 20, f"streamed int8 decode {float(snr_stream):.1f} dB from the offline one"
+
+
+def test_rephased_keeps_the_codecs_own_output_and_swaps_only_the_phase():
+    """:func:`s2slib.codec.rephase.rephased`: ``own`` is what :meth:`Codec.decode` gives, every variant has the
+    clip's length and stays in [-1, 1], the variants really differ, and the seed design (no iSTFT head) and a
+    non-mono input are clear errors."""
+    from s2slib.codec.rephase import REPHASINGS, rephased
+
+    codec = _prepared_codec(CodecConfig.fast50_tiny(), init_seconds=1.0)
+    wav = _speechlike(1, 16000 + 37, torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        decoded = codec.bounded(codec.decode(codec.encode(wav), length=wav.shape[-1]))[0, 0].numpy()
+    out = rephased(codec, wav[0, 0].numpy())
+    assert list(out) == list(REPHASINGS)
+    assert np.allclose(out["own"], decoded, atol=1e-5)
+    for name, est in out.items():
+        assert est.shape == (wav.shape[-1],) and np.isfinite(est).all() and np.abs(est).max() <= 1.0, name
+    for name in ("turned per frame", "peak-locked", "random", "exact"):
+        assert not np.allclose(out[name], out["own"], atol=1e-4), name
+    with pytest.raises(ValueError, match="architecture"):
+        rephased(_prepared_codec(CodecConfig.tiny(), init_seconds=1.0), wav[0, 0].numpy())
+    with pytest.raises(ValueError, match="mono"):
+        rephased(codec, wav[0].numpy())
