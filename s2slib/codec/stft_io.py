@@ -130,7 +130,8 @@ class ISTFTHead(Streamable):
 
     Streaming: :meth:`step` returns only samples no later frame will add to; its state is the pending overlap-add
     tail, how many samples before the start of the signal are still to be dropped, the frames decoded and the
-    summed phase of the integrated and pitch modes.
+    summed phase of the integrated and pitch modes (for the peak modes, each bin's running phase and last peak
+    frequency).
     """
 
     def __init__(self, hop: int, n_fft: int, phase: str = "absolute", sample_rate: int = 16000,
