@@ -111,8 +111,8 @@ class ISTFTHead(Streamable):
     (:meth:`_phase`): ``n_bins`` phases (``absolute``) or offsets (``centred``), deviations and offsets
     (``integrated``, ``2 n_bins``), offsets, an F0 and a voicing (``pitch``, ``n_bins + 2``), nothing (``peaks``:
     the phase is made from the magnitudes, :mod:`s2slib.codec.peak_phase`) or offsets on that (``peaks_offset``);
-    ``in_channels`` counts them. Phases are radians in any range: only ``cos`` and ``sin`` of them are used, so the network never has to
-    wrap angles, as in Vocos. ``sample_rate`` serves the pitch mode (harmonics in Hz). The spectrum
+    ``in_channels`` counts them. Phases are radians in any range: only ``cos`` and ``sin`` of them are used, so the
+    network never has to wrap angles, as in Vocos. ``sample_rate`` serves the pitch mode (harmonics in Hz). The spectrum
     ``exp(log_mag) * (cos(phase) + i sin(phase))`` is inverted with an orthonormal ``irfft``, multiplied by the
     ``synthesis`` window (:func:`synthesis_window`: Hann scaled to sum to 1, or ``wola``, which gives back a clip
     from its own spectrum exactly) and overlap-added at ``hop``.

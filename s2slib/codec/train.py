@@ -62,7 +62,7 @@ class CodecTrainConfig:
     vq_weight: float = 1.0  # weight of the commitment loss (its beta lives in CodecConfig.commitment_weight)
     pitch_weight: float = 1.0  # weight of the pitch loss (F0 in octaves + voicing) of a pitch-locked head (phase="pitch")
     advance_weight: float = 0.0  # weight of the phase-advance loss on codec v2's head (losses.phase_advance_loss)
-    frame_mag_weight: float = 0.0  # weight of the head's log-magnitude loss in its own frames (losses.frame_magnitude_loss)
+    frame_mag_weight: float = 0.0  # weight of the head's log-magnitude loss (losses.frame_magnitude_loss)
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     val_every: int = 250  # steps between validations (0: only at the end)
     val_items: int = 12  # validation utterances measured each time
@@ -256,11 +256,13 @@ class CodecTrainer:
     def _head_terms(self, wav: torch.Tensor, head_input: torch.Tensor,
                     terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
         """The losses on codec v2's iSTFT head beside the waveform's, added to ``terms``; returns their weighted sum
-        (0.0, at no cost, when the head has no pitch channels and ``advance_weight`` is 0: the default).
+        (0.0, at no cost, when the head has no pitch channels and ``advance_weight`` and ``frame_mag_weight`` are 0:
+        the default).
 
         A pitch-locked head learns F0 and voicing from the pitch measured on ``wav: Tensor[B, 1, T]`` in the codec's
         frames (:func:`s2slib.codec.pitch.pitch_loss`); with ``advance_weight`` the head's phases learn how far each
-        bin turns per frame (:func:`s2slib.codec.losses.phase_advance_loss`)."""
+        bin turns per frame (:func:`s2slib.codec.losses.phase_advance_loss`); with ``frame_mag_weight`` its log
+        magnitudes learn the crop's in the head's own frames (:func:`s2slib.codec.losses.frame_magnitude_loss`)."""
         c, head = self.codec.config, self.codec.decoder.head
         logits = head.pitch_logits(head_input)
         if logits is None and self.cfg.advance_weight <= 0 and self.cfg.frame_mag_weight <= 0:
