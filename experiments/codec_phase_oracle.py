@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         for base in ("exact", "constant"):
             phases[f"{base} + frame rotation"] = phases[base] + rotation
         for name, phase in phases.items():
-            inp = torch.from_numpy(np.concatenate([np.log(np.abs(spec) + 1e-7), phase])).float()[None]
+            inp = torch.cat([log_mag, torch.from_numpy(phase).float()[None]], dim=1)
             with torch.inference_mode():
                 est = head(inp)[0, 0].numpy()
             rows.setdefault(name, []).append({

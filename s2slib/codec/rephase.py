@@ -55,8 +55,7 @@ def rephased(codec: Codec, wav: np.ndarray, n_q: int | None = None, seed: int = 
     head = codec.decoder.head
     hop, n_fft, bins = head.hop, head.n_fft, head.n_bins
     log_mag = head_input[:, :bins].float()  # (1, K, F)
-    padded = torch.nn.functional.pad(x[:, 0], (0, log_mag.shape[-1] * hop - x.shape[-1])).float()
-    exact = torch.angle(causal_spectrum(padded, hop, n_fft)).transpose(1, 2)  # (1, K, F)
+    exact = torch.angle(causal_spectrum(codec._pad(x)[:, 0].float(), hop, n_fft)).transpose(1, 2)  # (1, K, F)
     generator = torch.Generator().manual_seed(seed)
     random = (torch.rand(log_mag.shape, generator=generator) * 2 * math.pi).to(log_mag.device)
 

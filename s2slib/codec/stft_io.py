@@ -53,7 +53,7 @@ def synthesis_window(hop: int, n_fft: int, kind: str = "hann") -> Tensor:
     if kind == "hann":
         return (hann * (2 * hop / n_fft)).float()
     if kind != "wola":
-        raise ValueError(f"synthesis window must be one of {SYNTHESIS_WINDOWS}, got {kind!r}.")
+        raise ValueError(f"synthesis must be one of {SYNTHESIS_WINDOWS}, got {kind!r}.")
     overlap = sum(torch.roll(hann ** 2, shift) for shift in range(0, n_fft, hop))  # periodic with period hop
     return (hann / overlap).float()
 
@@ -140,8 +140,6 @@ class ISTFTHead(Streamable):
         _check_framing(hop, n_fft)
         if phase not in PHASE_MODES:
             raise ValueError(f"phase must be one of {PHASE_MODES}, got {phase!r}.")
-        if synthesis not in SYNTHESIS_WINDOWS:
-            raise ValueError(f"synthesis must be one of {SYNTHESIS_WINDOWS}, got {synthesis!r}.")
         if not 0.0 <= rotation <= MAX_PHASE_ROTATION:
             raise ValueError(f"rotation must be between 0 and pi radians, got {rotation}.")
         self.hop, self.n_fft, self.phase, self.sample_rate, self.synthesis = hop, n_fft, phase, sample_rate, synthesis
