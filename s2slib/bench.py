@@ -12,8 +12,12 @@ package, measured in the same run on the same machine), the parameter count and 
 per second of audio (real-time factor: seconds of compute per second of audio; below 1 is faster than real time),
 plus the course codec's streaming step time for one frame and for a 20 ms chunk. Top-level keys:
 ``speedup_vs_encodec`` (EnCodec's encode+decode time divided by ours, per second of audio), ``stream_ms_per_20ms``
-(median time of one streaming encode+decode step on a 20 ms chunk: below 20 keeps up with live audio) and
-``latency_ms`` (the codec's algorithmic latency, ``config.latency_samples()``; compute time comes on top).
+(median time of one streaming encode+decode step on a 20 ms chunk: below 20 keeps up with live audio),
+``stream_matmul_floor_ms`` (``stft`` family only: the median time of that step's matrix products alone, every
+dense layer of the encoder and decoder applied to one frame; at one frame they read each weight once and do little
+with it, so this is the cost of reading the weights on this machine, a floor no step of these weights can beat;
+the rest of ``stream_ms_per_20ms`` is the other operations and their fixed cost per call) and ``latency_ms`` (the
+codec's algorithmic latency, ``config.latency_samples()``; compute time comes on top).
 
 The course codec is timed as it would serve: a copy with weight norm folded into plain weights
 (:func:`s2slib.codec.layers.fold_weight_norm`), unless ``--no-fold``, and with its decoder's linear layers in int8
@@ -98,6 +102,36 @@ def _best_of(fn, repeats: int) -> float:
     return min(times)
 
 
+def _dense_layers(module: torch.nn.Module) -> list:
+    """Each dense layer of ``module`` as a callable on one frame ``Tensor[1, in_features]``, with that input: its
+    ``nn.Linear`` layers (float or dynamically quantized int8) and 1x1 ``nn.Conv1d`` layers, in module order."""
+    calls = []
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv1d) and m.kernel_size == (1,) and m.groups == 1:
+            weight, bias = m.weight[..., 0], m.bias
+            calls.append((lambda x, w=weight, b=bias: torch.nn.functional.linear(x, w, b),
+                          torch.randn(1, m.in_channels)))
+        elif isinstance(m, torch.nn.Linear) or "quantized" in type(m).__module__ and hasattr(m, "in_features"):
+            calls.append((m, torch.randn(1, m.in_features)))
+    return calls
+
+
+def _matmul_floor_ms(codec, steps: int) -> float:
+    """Median time, over ``steps`` repeats, of applying every dense layer of the codec's encoder and decoder to one
+    frame, in order: the matrix products of one streaming step of the ``stft`` family alone. At one frame a matrix
+    product reads each weight once and does little with it, so this is what reading the weights costs on this
+    machine, and no streaming step of these weights can be faster."""
+    calls = _dense_layers(codec.encoder) + _dense_layers(codec.decoder)
+    times = []
+    for i in range(steps + 5):
+        t0 = time.perf_counter()
+        for layer, x in calls:
+            layer(x)
+        if i >= 5:
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
 @torch.inference_mode()
 def bench_course_codec(preset: str, checkpoint: str | None, seconds: float, repeats: int, fold: bool = True,
                        int8_decoder: bool = False) -> dict:
@@ -155,6 +189,9 @@ def bench_course_codec(preset: str, checkpoint: str | None, seconds: float, repe
                                                                    "p95": float(np.percentile(twenty, 95))},
         "stream_1_frame_within_frame": statistics.median(one) < frame_ms,
         "stream_ms_per_20ms": statistics.median(twenty),
+        # one frame's matrix products alone, in the stft family (one frame per 20 ms chunk at 50 frames/s); the
+        # seed design's convolutions run at 16 and 8 kHz, where this measure means nothing
+        "stream_matmul_floor_ms": _matmul_floor_ms(codec, 50) if cfg.architecture == "stft" else None,
         "latency_ms": 1000 * cfg.latency_samples() / cfg.sample_rate,
     }
 
@@ -194,12 +231,14 @@ def bench_codec(preset: str = "fast50", checkpoint: str | None = None, seconds: 
         "benchmark": "codec",
         "speedup_vs_encodec": theirs_total / (ours["encode_rtf"] + ours["decode_rtf"]),
         "stream_ms_per_20ms": ours.pop("stream_ms_per_20ms"),
+        "stream_matmul_floor_ms": ours.pop("stream_matmul_floor_ms"),
         "latency_ms": ours.pop("latency_ms"),
     }
     if int8_decoder:  # the float decoder too, measured in the same run
         plain = bench_course_codec(preset, checkpoint, seconds, repeats, fold, False)
         result["speedup_vs_encodec_float"] = theirs_total / (plain["encode_rtf"] + plain["decode_rtf"])
         result["stream_ms_per_20ms_float"] = plain.pop("stream_ms_per_20ms")
+        result["stream_matmul_floor_ms_float"] = plain.pop("stream_matmul_floor_ms")
         plain.pop("latency_ms")
         result["ours_float_decoder"] = plain
     return {**result, "threads": threads, "audio_seconds": seconds, "device": "cpu",

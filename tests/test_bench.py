@@ -21,6 +21,10 @@ def test_codec_benchmark_reports_both_codecs(preset, flags, frame_ms, latency_ms
     result = json.loads(proc.stdout)
     assert result["speedup_vs_encodec"] > 0 and result["threads"] == 1
     assert result["stream_ms_per_20ms"] > 0 and result["latency_ms"] == latency_ms
+    if frame_ms == 20.0:  # the stft family: its matrix products' floor is measured; the seed design has none
+        assert result["stream_matmul_floor_ms"] > 0
+    else:
+        assert result["stream_matmul_floor_ms"] is None
     ours = result["ours"]
     assert preset in ours["model"] and ours["weight_norm_folded"] is folded and ours["decoder_int8"] is int8
     if int8:  # the float decoder is measured beside the int8 one
@@ -37,6 +41,27 @@ def test_codec_benchmark_reports_both_codecs(preset, flags, frame_ms, latency_ms
         ours["encode_rtf"] + ours["decode_rtf"])
     assert abs(ratio - result["speedup_vs_encodec"]) < 1e-9
 
+
+def test_matmul_floor_covers_every_dense_layer_of_the_float_and_int8_codec():
+    """The floor times each dense layer of the encoder and decoder once: the 1x1 input projections and every
+    linear layer, float or int8 (a layer left out would make the floor look cheaper than it is)."""
+    import torch
+
+    from s2slib.bench import _dense_layers
+    from s2slib.codec.config import CodecConfig
+    from s2slib.codec.layers import fold_weight_norm, quantize_decoder_int8
+    from s2slib.codec.model import Codec
+
+    config = CodecConfig.preset("fast50_tiny")
+    codec = fold_weight_norm(Codec(config)).eval()
+    per_stack = lambda blocks: 1 + 2 * blocks + 1  # proj_in, fc1 and fc2 per block, proj_out
+    expected = per_stack(config.encoder_blocks) + per_stack(config.decoder_blocks)
+    for model in (codec, quantize_decoder_int8(codec)):
+        calls = _dense_layers(model.encoder) + _dense_layers(model.decoder)
+        assert len(calls) == expected
+        with torch.inference_mode():
+            for layer, x in calls:
+                assert layer(x).shape[0] == 1
 
 
 def test_s2s_benchmark_reports_latency_and_labels_random_weights(tmp_path, monkeypatch):

@@ -215,6 +215,38 @@ def test_forward_and_encode_decode_agree_in_eval():
     assert (out.perplexity > 1).all() and (out.usage > 0).all()
 
 
+@pytest.mark.parametrize("projection, codebook_dim, metric", [("orthogonal", 4, "euclidean"), ("free", 4, "euclidean"),
+                                                               ("free", 4, "cosine"), ("orthogonal", None, "euclidean")],
+                         ids=["orthogonal", "free", "free-cosine", "full-dim"])
+def test_lookup_tables_equal_the_levels_own_encode_and_decode(projection, codebook_dim, metric):
+    """:class:`RVQLookup` (what encode, decode and streaming run) gives the codes and latents that running each
+    level's own ``encode``/``decode`` in turn gives, for every kind of projection and metric; and its cache follows
+    a codebook change."""
+    rvq = ResidualVectorQuantizer(dim=8, n_q=4, codebook_size=32, codebook_dim=codebook_dim, kmeans_iters=5,
+                                  projection=projection, metric=metric).train()
+    z = torch.randn(3, 8, 60)
+    for _ in range(3):
+        rvq(z)  # k-means and EMA updates: trained codebooks
+    rvq.eval()
+    with torch.no_grad():
+        residual, by_level = z, []
+        for level in rvq.levels:
+            codes_i = level.encode(residual)
+            residual = residual - level.decode(codes_i)
+            by_level.append(codes_i)
+        by_level = torch.stack(by_level, dim=1)  # (B, n_q, T)
+        assert len(by_level.unique()) > 20  # the comparison is not vacuous
+        assert torch.equal(rvq.encode(z), by_level)
+        assert torch.equal(rvq.encode(z, n_q=2), by_level[:, :2])
+        summed = sum(level.decode(by_level[:, i]) for i, level in enumerate(rvq.levels))
+        assert torch.allclose(rvq.decode(by_level), summed, atol=1e-5)
+        assert rvq.lookup() is rvq.lookup()  # cached while nothing changes ...
+        tables = rvq.lookup()
+        rvq.levels[0].codebook.mul_(2.0)  # ... and rebuilt when a codebook does
+        assert rvq.lookup() is not tables
+        assert torch.allclose(rvq.decode(by_level[:, :1]), rvq.levels[0].decode(by_level[:, 0]), atol=1e-5)
+
+
 def test_quantizer_dropout_varies_levels_in_training_only():
     rvq = ResidualVectorQuantizer(dim=8, n_q=6, codebook_size=16, codebook_dim=4, kmeans_iters=2,
                                   quantizer_dropout=1.0).train()

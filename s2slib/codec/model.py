@@ -317,7 +317,9 @@ class StreamingEncoder:
     split gives, concatenated along time, exactly ``codec.encode(signal)`` for the complete frames. ``flush()``
     zero-pads the last partial frame as :meth:`Codec.encode` does, returns its code and starts a new stream.
 
-    Runs under ``torch.inference_mode``; weight-norm weights are computed once per ``push``.
+    Runs under ``torch.inference_mode``; weight-norm weights are computed once per ``push``, and the quantizer's
+    tables (:meth:`~s2slib.codec.quantize.ResidualVectorQuantizer.lookup`) once per stream, when it starts: a model
+    changed during a stream is seen after :meth:`reset`.
 
     Parameters
     ----------
@@ -341,6 +343,7 @@ class StreamingEncoder:
         """Forget everything: the next sample pushed is sample 0 of a new stream."""
         device, dtype = _device_dtype(self.codec)
         self._state = self.codec.encoder.initial_state(self.batch_size, device, dtype)
+        self._lookup = self.codec.quantizer.lookup()  # the quantizer's tables, once per stream
         self.samples_pending = 0  # samples received since the last complete frame
 
     def push(self, wav: Tensor) -> Tensor:
@@ -356,7 +359,7 @@ class StreamingEncoder:
         with torch.inference_mode(), parametrize.cached():
             latent, self._state = self.codec.encoder.step(wav.to(device, dtype), self._state)  # (B, D, f)
             if latent.shape[-1]:
-                codes = self.codec.quantizer.encode(latent, self.n_q)  # (B, n_q, f)
+                codes = self._lookup.encode(latent, self.n_q)  # (B, n_q, f)
             else:  # no frame completed (convs refuse empty inputs, so skip the quantizer)
                 codes = torch.zeros(self.batch_size, self.n_q, 0, dtype=torch.long, device=device)
         self.samples_pending = (self.samples_pending + wav.shape[-1]) % self.codec.hop_length
@@ -402,6 +405,7 @@ class StreamingDecoder:
         """Forget everything: the next frame pushed is frame 0 of a new stream."""
         device, dtype = _device_dtype(self.codec)
         self._state = self.codec.decoder.initial_state(self.batch_size, device, dtype)
+        self._lookup = self.codec.quantizer.lookup()  # the quantizer's tables, once per stream
 
     def push(self, codes: Tensor) -> Tensor:
         """``codes: Tensor[B, n_q, f]`` (any ``f >= 0``, any ``1 <= n_q <= config.n_q``) ->
@@ -414,7 +418,7 @@ class StreamingDecoder:
         if codes.shape[-1] == 0:
             return torch.zeros(self.batch_size, self.codec.config.channels, 0, device=device, dtype=dtype)
         with torch.inference_mode(), parametrize.cached():
-            latent = self.codec.quantizer.decode(codes.to(device))  # (B, D, f)
+            latent = self._lookup.decode(codes.to(device))  # (B, D, f)
             wav, self._state = self.codec.decoder.step(latent, self._state)  # (B, C, samples completed)
         return self.codec.bounded(wav)
 

@@ -491,30 +491,101 @@ class ResidualVectorQuantizer(nn.Module):
             perplexity=stats["perplexity"],
         )
 
+    def lookup(self) -> "RVQLookup":
+        """The tables :meth:`encode` and :meth:`decode` read (:class:`RVQLookup`), built from the levels' current
+        codebooks and projections and cached until any of them changes.
+
+        A streaming encoder or decoder takes one when its stream starts, so a frame's lookups cost a few small
+        matrix products and no check of whether the model changed."""
+        key = tuple(_tensor_key(t) for level in self.levels
+                    for t in [level.codebook, *level.parameters()])
+        if key != getattr(self, "_lookup_key", None):
+            self._lookup = RVQLookup.from_levels(self.levels)
+            self._lookup_key = key
+        return self._lookup
+
     def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
         """``z: Tensor[B, D, T]`` -> ``codes: Tensor[B, n_q, T]``; never changes the codebooks."""
-        n_levels = self.check_n_q(n_q)
-        residual = z
-        codes = []
-        for level in self.levels[:n_levels]:
-            codes_i = level.encode(residual)  # (B, T)
-            residual = residual - level.decode(codes_i)
-            codes.append(codes_i)
-        return torch.stack(codes, dim=1)  # (B, n_q, T)
+        return self.lookup().encode(z, self.check_n_q(n_q))
 
     def decode(self, codes: Tensor) -> Tensor:
         """``codes: Tensor[B, n_q, T]`` (any ``1 <= n_q <= self.n_q``) -> ``z_q: Tensor[B, D, T]``."""
+        return self.lookup().decode(codes)
+
+
+@dataclass(frozen=True)
+class RVQLookup:
+    """A residual quantizer's levels as plain tables, for encoding and decoding without training machinery.
+
+    Each level ``l`` is an affine map into its lookup space, ``z_e = W_l r + b_l`` (its ``in_proj``: an orthonormal
+    basis transposed, a 1x1 convolution or the identity), its codebook ``C_l`` and the codebook already mapped
+    back into the latent, ``E_l[k] = out_proj(C_l[k])``. Encoding runs the levels in turn: the nearest entry to
+    ``z_e`` (the same float64 distances as :meth:`VectorQuantizer.encode`, duplicate entries never chosen), then
+    ``r <- r - E_l[code]``. Decoding sums ``E_l[code_l]`` over levels: one gather, where the modules would run
+    ``n_q`` lookups and projections. Both are what the levels compute, to float rounding.
+
+    Shapes: ``in_weight (n_q, d, D)``, ``in_bias (n_q, d)``, ``codebooks (n_q, K, d)`` and ``sq_norms (n_q, K)``
+    float64 (``+inf`` for a duplicate entry), ``embedded (n_q, K, D)``.
+    """
+
+    in_weight: Tensor
+    in_bias: Tensor
+    codebooks: Tensor
+    sq_norms: Tensor
+    embedded: Tensor
+    cosine: bool
+
+    @classmethod
+    @torch.no_grad()
+    def from_levels(cls, levels) -> "RVQLookup":
+        in_weight, in_bias, codebooks, sq_norms, embedded = [], [], [], [], []
+        for level in levels:
+            D = level.dim
+            eye = torch.eye(D, device=level.codebook.device)[None]  # (1, D, D): columns are the unit latents
+            bias = level.in_proj(torch.zeros_like(eye[..., :1]))[0, :, 0]  # (d,) in_proj of the zero latent
+            weight = level.in_proj(eye)[0] - bias[:, None]  # (d, D): column j is in_proj of unit latent j
+            codebook = level.codebook.double()
+            if level.metric == "cosine":
+                codebook = F.normalize(codebook, dim=1)
+            norms = codebook.pow(2).sum(1).masked_fill(level._duplicates(), float("inf"))  # (K,)
+            in_weight.append(weight.float())
+            in_bias.append(bias.float())
+            codebooks.append(codebook)
+            sq_norms.append(norms)
+            embedded.append(level.out_proj(level.codebook.t()[None])[0].t().float())  # (K, D)
+        return cls(torch.stack(in_weight), torch.stack(in_bias), torch.stack(codebooks), torch.stack(sq_norms),
+                   torch.stack(embedded), levels[0].metric == "cosine")
+
+    @property
+    def n_q(self) -> int:
+        return self.codebooks.shape[0]
+
+    def encode(self, z: Tensor, n_q: int) -> Tensor:
+        """``z: Tensor[B, D, T]`` -> ``codes: Tensor[B, n_q, T]`` (int64) with the first ``n_q`` levels."""
+        B, D, T = z.shape
+        with torch.autocast(device_type=z.device.type, enabled=False):  # full precision even under autocast
+            residual = z.detach().float().transpose(1, 2).reshape(B * T, D)  # (N, D)
+            codes = []
+            for level in range(n_q):
+                x = torch.addmm(self.in_bias[level], residual, self.in_weight[level].t()).double()  # (N, d)
+                if self.cosine:
+                    x = F.normalize(x, dim=1)
+                distances = x.pow(2).sum(1, keepdim=True) - 2 * x @ self.codebooks[level].t() + self.sq_norms[level]
+                code = distances.argmin(dim=1)  # (N,); ties go to the lowest index
+                residual = residual - self.embedded[level][code]
+                codes.append(code)
+        return torch.stack(codes, dim=1).view(B, T, n_q).transpose(1, 2)  # (B, n_q, T)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """``codes: Tensor[B, n_q, T]`` (integers, any ``1 <= n_q <=`` the levels held) -> ``z_q: Tensor[B, D, T]``."""
         if codes.ndim != 3:
             raise ValueError(f"codes must have shape (B, n_q, T), got {tuple(codes.shape)}.")
-        self.check_n_q(codes.shape[1])
+        n_q, K = codes.shape[1], self.codebooks.shape[1]
+        if not 1 <= n_q <= self.n_q:
+            raise ValueError(f"n_q must be between 1 and {self.n_q} (the levels this quantizer has), got {n_q}.")
         if codes.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise TypeError(f"codes must be integers, got {codes.dtype}.")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise ValueError(
-                f"codes must lie in [0, {self.codebook_size}), got values in [{int(codes.min())}, {int(codes.max())}]."
-            )
-        codes = codes.long()
-        z_q = self.levels[0].decode(codes[:, 0])  # (B, D, T)
-        for i in range(1, codes.shape[1]):
-            z_q = z_q + self.levels[i].decode(codes[:, i])
-        return z_q
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= K):
+            raise ValueError(f"codes must lie in [0, {K}), got values in [{int(codes.min())}, {int(codes.max())}].")
+        levels = torch.arange(n_q, device=codes.device)[None, :, None]  # (1, n_q, 1)
+        return self.embedded[levels, codes.long()].sum(dim=1).transpose(1, 2)  # (B, n_q, T, D) -> (B, D, T)
