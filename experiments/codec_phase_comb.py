@@ -19,7 +19,8 @@ on):
      (:class:`s2slib.codec.losses.PhaseDerivativeLoss`) and ``--pitch-weight`` sets the pitch loss's weight.
 
     python experiments/codec_phase_comb.py [--steps 800] [--phases absolute centred integrated] [--phase-weight W]
-        [--rotation R] [--eval-rotations R ...] [--skip-notebook-codec] [--out DIR]
+        [--rotation R] [--eval-rotations R ...] [--lr LR] [--mel-weight W] [--stft-weight W]
+        [--skip-notebook-codec] [--out DIR]
 
 ``--rotation`` trains with the head's per-frame phase rotation (``CodecConfig.phase_rotation``); ``--eval-rotations``
 measures each trained codec again with a rotation switched on (or changed) at inference only.
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the head's per-frame phase rotation while training (CodecConfig.phase_rotation, radians)")
     parser.add_argument("--eval-rotations", type=float, nargs="*", default=[],
                         help="also measure each codec with these rotations (radians) switched on at inference only")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (notebook 02: 1e-3)")
+    parser.add_argument("--mel-weight", type=float, default=15.0, help="weight of the multi-scale mel loss (15)")
+    parser.add_argument("--stft-weight", type=float, default=1.0, help="weight of the multi-resolution STFT loss (1)")
     parser.add_argument("--skip-notebook-codec", action="store_true", help="do not measure runs/laptop's codec")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -108,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     for phase in args.phases:
         cfg = CodecTrainConfig(max_steps=args.steps, batch_size=8, segment_s=1.0, val_every=0, num_workers=1,
                                ckpt_every=args.steps, augment=AugmentConfig(), source_shares={"samples-te": 0.25},
-                               loss=ReconstructionLossConfig(phase_weight=args.phase_weight),
+                               lr=args.lr,
+                               loss=ReconstructionLossConfig(phase_weight=args.phase_weight, mel_weight=args.mel_weight,
+                                                             stft_weight=args.stft_weight),
                                pitch_weight=args.pitch_weight, advance_weight=args.advance_weight,
                                frame_mag_weight=args.frame_mag_weight)
         name = f"{phase}, {args.steps} steps" + (f", phase loss {args.phase_weight:g}" if args.phase_weight else "")
@@ -118,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         name += f", rotation {args.rotation:g}" if args.rotation else ""
         name += f", {args.synthesis} synthesis" if args.synthesis != "hann" else ""
         name += f", frame magnitude loss {args.frame_mag_weight:g}" if args.frame_mag_weight else ""
+        name += f", lr {args.lr:g}" if args.lr != 1e-3 else ""
+        name += f", mel weight {args.mel_weight:g}" if args.mel_weight != 15.0 else ""
+        name += f", stft weight {args.stft_weight:g}" if args.stft_weight != 1.0 else ""
         trainer = CodecTrainer(dataclasses.replace(CodecConfig.fast50(), phase=phase, n_fft=args.n_fft,
                                                    phase_rotation=args.rotation, synthesis=args.synthesis), cfg,
                                manifests / "train.jsonl", manifests / "val.jsonl",

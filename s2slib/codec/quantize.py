@@ -574,7 +574,7 @@ class RVQLookup:
                 code = distances.argmin(dim=1)  # (N,); ties go to the lowest index
                 residual = residual - self.embedded[level][code]
                 codes.append(code)
-        return torch.stack(codes, dim=1).view(B, T, n_q).transpose(1, 2)  # (B, n_q, T)
+        return torch.stack(codes, dim=1).view(B, T, n_q).transpose(1, 2).contiguous()  # (B, n_q, T)
 
     def decode(self, codes: Tensor) -> Tensor:
         """``codes: Tensor[B, n_q, T]`` (integers, any ``1 <= n_q <=`` the levels held) -> ``z_q: Tensor[B, D, T]``."""
@@ -588,4 +588,4 @@ class RVQLookup:
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= K):
             raise ValueError(f"codes must lie in [0, {K}), got values in [{int(codes.min())}, {int(codes.max())}].")
         levels = torch.arange(n_q, device=codes.device)[None, :, None]  # (1, n_q, 1)
-        return self.embedded[levels, codes.long()].sum(dim=1).transpose(1, 2)  # (B, n_q, T, D) -> (B, D, T)
+        return self.embedded[levels, codes.long()].sum(dim=1).transpose(1, 2).contiguous()  # (B, D, T)
