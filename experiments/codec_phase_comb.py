@@ -20,7 +20,7 @@ on):
 
     python experiments/codec_phase_comb.py [--steps 800] [--phases absolute centred integrated] [--phase-weight W]
         [--rotation R] [--eval-rotations R ...] [--lr LR] [--mel-weight W] [--stft-weight W]
-        [--skip-notebook-codec] [--out DIR]
+        [--real-share S] [--skip-notebook-codec] [--out DIR]
 
 ``--rotation`` trains with the head's per-frame phase rotation (``CodecConfig.phase_rotation``); ``--eval-rotations``
 measures each trained codec again with a rotation switched on (or changed) at inference only.
@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (notebook 02: 1e-3)")
     parser.add_argument("--mel-weight", type=float, default=15.0, help="weight of the multi-scale mel loss (15)")
     parser.add_argument("--stft-weight", type=float, default=1.0, help="weight of the multi-resolution STFT loss (1)")
+    parser.add_argument("--real-share", type=float, default=0.25,
+                        help="share of training crops from the real training clips (notebook 02: 0.25)")
     parser.add_argument("--skip-notebook-codec", action="store_true", help="do not measure runs/laptop's codec")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     manifests = RUN / "data" / "manifests"
     for phase in args.phases:
         cfg = CodecTrainConfig(max_steps=args.steps, batch_size=8, segment_s=1.0, val_every=0, num_workers=1,
-                               ckpt_every=args.steps, augment=AugmentConfig(), source_shares={"samples-te": 0.25},
+                               ckpt_every=args.steps, augment=AugmentConfig(), source_shares={"samples-te": args.real_share},
                                lr=args.lr,
                                loss=ReconstructionLossConfig(phase_weight=args.phase_weight, mel_weight=args.mel_weight,
                                                              stft_weight=args.stft_weight),
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         name += f", {args.synthesis} synthesis" if args.synthesis != "hann" else ""
         name += f", frame magnitude loss {args.frame_mag_weight:g}" if args.frame_mag_weight else ""
         name += f", lr {args.lr:g}" if args.lr != 1e-3 else ""
+        name += f", real share {args.real_share:g}" if args.real_share != 0.25 else ""
         name += f", mel weight {args.mel_weight:g}" if args.mel_weight != 15.0 else ""
         name += f", stft weight {args.stft_weight:g}" if args.stft_weight != 1.0 else ""
         trainer = CodecTrainer(dataclasses.replace(CodecConfig.fast50(), phase=phase, n_fft=args.n_fft,

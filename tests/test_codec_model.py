@@ -733,3 +733,24 @@ def test_rephased_keeps_the_codecs_own_output_and_swaps_only_the_phase():
         rephased(_prepared_codec(CodecConfig.tiny(), init_seconds=1.0), wav[0, 0].numpy())
     with pytest.raises(ValueError, match="mono"):
         rephased(codec, wav[0].numpy())
+
+
+def test_reconstruct_without_the_quantizer_decodes_the_encoders_latent():
+    """``reconstruct(..., quantize=False)``, the ceiling of notebook 02's bitrate ladder, is the decoder on the
+    encoder's latent as it is: the clip's length, in [-1, 1], and different from every quantized rung; and
+    ``evaluate_codec`` measures it the same way."""
+    from s2slib.codec.train import evaluate_codec, reconstruct
+
+    codec = _prepared_codec(CodecConfig.fast50_tiny(), init_seconds=1.0)
+    wav = _speechlike(1, 8000 + 37, torch.Generator().manual_seed(8))[0, 0].numpy()
+    ceiling = reconstruct(codec, wav, quantize=False)
+    with torch.inference_mode():
+        x = torch.from_numpy(wav).view(1, 1, -1)
+        expected = codec.decoder(codec.latent(x)).clamp(-1, 1)[0, 0, : len(wav)].numpy()
+    assert ceiling.shape == wav.shape and np.abs(ceiling).max() <= 1.0
+    assert np.allclose(ceiling, expected, atol=1e-6)
+    for n_q in range(1, codec.config.n_q + 1):
+        assert not np.allclose(ceiling, reconstruct(codec, wav, n_q=n_q), atol=1e-4), n_q
+    means = evaluate_codec(codec, [wav], quantize=False)
+    assert means["snr"] == pytest.approx(float(10 * np.log10((wav ** 2).sum() / ((wav - ceiling) ** 2).sum())),
+                                         abs=1e-3)

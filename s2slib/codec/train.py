@@ -126,17 +126,25 @@ def validation_set(manifest: str | Path, n_items: int, max_s: float, sample_rate
 
 
 @torch.inference_mode()
-def reconstruct(codec: Codec, wav: np.ndarray, n_q: int | None = None, device: str | torch.device = "cpu") -> np.ndarray:
-    """Encode and decode one mono waveform ``(T,)`` at ``n_q`` levels: the decoded ``(T,)`` float32."""
+def reconstruct(codec: Codec, wav: np.ndarray, n_q: int | None = None, device: str | torch.device = "cpu",
+                quantize: bool = True) -> np.ndarray:
+    """Encode and decode one mono waveform ``(T,)`` at ``n_q`` levels: the decoded ``(T,)`` float32.
+
+    ``quantize=False`` skips the quantizer: the decoder reads the encoder's latent as it is (``n_q`` is then
+    ignored), the ceiling of the bitrate ladder for this encoder and decoder."""
     x = torch.from_numpy(np.asarray(wav, dtype=np.float32)).view(1, 1, -1).to(device)  # (1, 1, T)
+    if not quantize:
+        return codec.bounded(codec.decoder(codec.latent(x)))[..., : x.shape[-1]].reshape(-1).float().cpu().numpy()
     codes = codec.encode(x, n_q)
     return codec.decode(codes, length=x.shape[-1]).view(-1).float().cpu().numpy()
 
 
 def evaluate_codec(codec: Codec, clips: list[np.ndarray], n_q: int | None = None, with_stoi: bool = False,
-                   device: str | torch.device = "cpu", with_comb: bool = False) -> dict[str, float | None]:
-    """Mean metrics of ``clips`` through ``codec`` at ``n_q`` levels: SNR, SI-SDR, mel distance, plus STOI and the
-    comb ratio (at ``codec.config.comb_frequencies()``) when asked.
+                   device: str | torch.device = "cpu", with_comb: bool = False,
+                   quantize: bool = True) -> dict[str, float | None]:
+    """Mean metrics of ``clips`` through ``codec`` at ``n_q`` levels (or, with ``quantize=False``, without the
+    quantizer: see :func:`reconstruct`): SNR, SI-SDR, mel distance, plus STOI and the comb ratio (at
+    ``codec.config.comb_frequencies()``) when asked.
 
     A metric a clip cannot define (STOI under 0.4 s, the comb under 0.5 s) is left out of that metric's mean; a
     metric no clip defines is ``None`` (never ``nan``).
@@ -144,7 +152,7 @@ def evaluate_codec(codec: Codec, clips: list[np.ndarray], n_q: int | None = None
     names = ["snr", "si_sdr", "mel_distance"] + (["stoi"] if with_stoi else []) + (["comb_ratio"] if with_comb else [])
     means = metrics.MetricMeans(names, comb_spacings=codec.config.comb_frequencies() if with_comb else None)
     for i, wav in enumerate(clips):
-        means.add(f"clip {i}", wav, reconstruct(codec, wav, n_q, device), codec.sample_rate)
+        means.add(f"clip {i}", wav, reconstruct(codec, wav, n_q, device, quantize), codec.sample_rate)
     return means.means() if clips else {}
 
 
