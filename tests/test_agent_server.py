@@ -154,10 +154,21 @@ def test_a_client_vanishing_mid_answer_frees_its_session(server):
         ws = await websockets.connect(server.ws_url)
         await events_until(ws, "ready")
         q = np.concatenate([silence(0.3), telugu_question(), silence(0.6)])
-        for i in range(0, len(q), 3200):
-            await ws.send((q[i:i + 3200] * 32767).astype("<i2").tobytes())
-            await asyncio.sleep(0.05)
-        await events_until(ws, "answer_started")
+
+        async def microphone():  # the question, then silence, as a live microphone keeps sending while it waits
+            for i in range(0, len(q), 3200):
+                await ws.send((q[i:i + 3200] * 32767).astype("<i2").tobytes())
+                await asyncio.sleep(0.05)
+            while True:  # (without it, a machine slow to start the answer would hit the server's idle timeout)
+                await ws.send(np.zeros(1600, "<i2").tobytes())
+                await asyncio.sleep(0.1)
+
+        sending = asyncio.create_task(microphone())
+        try:
+            await events_until(ws, "answer_started")
+        finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
         ws.transport.abort()  # no close handshake
 
     asyncio.run(vanish())
