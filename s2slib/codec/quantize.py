@@ -450,11 +450,7 @@ class ResidualVectorQuantizer(nn.Module):
         )
 
     def check_n_q(self, n_q: int | None) -> int:
-        if n_q is None:
-            return self.n_q
-        if not 1 <= int(n_q) <= self.n_q:
-            raise ValueError(f"n_q must be between 1 and {self.n_q} (the levels this quantizer has), got {n_q}.")
-        return int(n_q)
+        return self.n_q if n_q is None else _check_n_q(n_q, self.n_q)
 
     def forward(self, z: Tensor, n_q: int | None = None) -> QuantizerOutput:
         """Quantize ``z: Tensor[B, D, T]`` with ``n_q`` levels (default: all, with quantizer dropout in training).
@@ -511,6 +507,13 @@ class ResidualVectorQuantizer(nn.Module):
     def decode(self, codes: Tensor) -> Tensor:
         """``codes: Tensor[B, n_q, T]`` (any ``1 <= n_q <= self.n_q``) -> ``z_q: Tensor[B, D, T]``."""
         return self.lookup().decode(codes)
+
+
+def _check_n_q(n_q: int, levels: int) -> int:
+    """``n_q`` as an int if a quantizer of ``levels`` levels can use that many, else a clear error."""
+    if not 1 <= int(n_q) <= levels:
+        raise ValueError(f"n_q must be between 1 and {levels} (the levels this quantizer has), got {n_q}.")
+    return int(n_q)
 
 
 @dataclass(frozen=True)
@@ -580,9 +583,7 @@ class RVQLookup:
         """``codes: Tensor[B, n_q, T]`` (integers, any ``1 <= n_q <=`` the levels held) -> ``z_q: Tensor[B, D, T]``."""
         if codes.ndim != 3:
             raise ValueError(f"codes must have shape (B, n_q, T), got {tuple(codes.shape)}.")
-        n_q, K = codes.shape[1], self.codebooks.shape[1]
-        if not 1 <= n_q <= self.n_q:
-            raise ValueError(f"n_q must be between 1 and {self.n_q} (the levels this quantizer has), got {n_q}.")
+        n_q, K = _check_n_q(codes.shape[1], self.n_q), self.codebooks.shape[1]
         if codes.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise TypeError(f"codes must be integers, got {codes.dtype}.")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= K):
