@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from s2slib.codec.config import CodecConfig
-from s2slib.codec.quantize import ResidualVectorQuantizer, VectorQuantizer, kmeans
+from s2slib.codec.quantize import ResidualVectorQuantizer, VectorQuantizer, distinct_rows, kmeans, repeated_rows
 
 
 @pytest.fixture(autouse=True)
@@ -169,6 +169,25 @@ def test_codes_are_the_same_for_any_batch_shape_even_with_duplicate_entries():
     assert (offline != 3).all()  # the lower index wins the tie
 
 
+@pytest.mark.parametrize("values", ["floats", "few integers", "shared first column"])
+def test_row_helpers_match_torch_unique(values):
+    gen = torch.Generator().manual_seed(3)
+    for n, d in [(1, 4), (2, 1), (37, 3), (1024, 8)]:
+        if values == "floats":
+            x = torch.randn(n, d, generator=gen)
+            x[torch.randint(0, n, (n // 3,), generator=gen)] = x[torch.randint(0, n, (n // 3,), generator=gen)]
+        elif values == "few integers":  # many repeats, and rows that tie on some columns only
+            x = torch.randint(-2, 3, (n, d), generator=gen).float()
+        else:
+            x = torch.randn(n, d, generator=gen)
+            x[:, 0] = torch.randint(0, 3, (n,), generator=gen).float()
+        assert torch.equal(distinct_rows(x), torch.unique(x, dim=0))
+        index = torch.arange(n)
+        _, group = torch.unique(x, dim=0, return_inverse=True)
+        first = torch.full_like(index, n).scatter_reduce(0, group, index, reduce="amin")
+        assert torch.equal(repeated_rows(x), first[group] != index)  # equal to a row with a lower index
+    assert distinct_rows(torch.zeros(0, 3)).shape == (0, 3)
+
 def test_cosine_metric_compares_directions():
     z = torch.tensor([0.5, 0.5]).view(1, 2, 1)
     for metric, expected in [("euclidean", 0), ("cosine", 1)]:
@@ -246,6 +265,42 @@ def test_lookup_tables_equal_the_levels_own_encode_and_decode(projection, codebo
         assert rvq.lookup() is not tables
         assert torch.allclose(rvq.decode(by_level[:, :1]), rvq.levels[0].decode(by_level[:, 0]), atol=1e-5)
 
+
+@pytest.mark.parametrize("projection", ["orthogonal", "free"])
+def test_cached_tables_follow_a_fused_optimizer_step(projection):
+    """The course's AdamW (:func:`s2slib.training.adamw`, the fused kernel, which writes the weights without moving
+    their version counters) still invalidates the quantizer's cached projections and lookup tables: validation
+    between two training steps quantizes with the weights as they are, not as they were at the last validation."""
+    from s2slib.training import adamw
+
+    rvq = ResidualVectorQuantizer(dim=8, n_q=3, codebook_size=16, codebook_dim=4, kmeans_iters=2, projection=projection)
+    optimizer = adamw(rvq.parameters(), lr=0.05)
+    assert optimizer.defaults["fused"]
+    z = torch.randn(2, 8, 40)
+    rvq.train()
+    rvq(z)  # k-means: trained codebooks
+    rvq.eval()
+    with torch.no_grad():
+        before = rvq.lookup()
+        rvq.encode(z)  # builds and caches every table
+    rvq.train()
+    for _ in range(3):
+        optimizer.zero_grad()
+        out = rvq(z)
+        ((out.z_q - z).pow(2).mean() + out.vq_loss).backward()
+        optimizer.step()
+    rvq.eval()
+    with torch.no_grad():
+        fresh = copy.deepcopy(rvq)
+        for level in fresh.levels:  # forget every cache: tables built from the weights as they are now
+            level._duplicates_key = None
+            if projection == "orthogonal":
+                level.basis._cache_key = None
+        fresh._lookup_key = None
+        assert rvq.lookup() is not before
+        codes = rvq.encode(z)
+        assert torch.equal(codes, fresh.encode(z))
+        assert torch.allclose(rvq.decode(codes), fresh.decode(codes), atol=1e-6)
 
 def test_quantizer_dropout_varies_levels_in_training_only():
     rvq = ResidualVectorQuantizer(dim=8, n_q=6, codebook_size=16, codebook_dim=4, kmeans_iters=2,

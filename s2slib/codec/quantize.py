@@ -79,6 +79,45 @@ def _squared_distances(x: Tensor, codebook: Tensor, metric: str = "euclidean") -
     return x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.t() + codebook.pow(2).sum(1)[None, :]
 
 
+def _lexsort_rows(x: Tensor) -> Tensor:
+    """The permutation (N,) that sorts the rows of ``x`` (N, d) in lexicographic order, equal rows in index order.
+
+    One stable sort per column, from the last column to the first. ``torch.unique(x, dim=0)`` sorts the same way,
+    but on the CPU it compares rows one pair at a time through the dispatcher (thousands of tiny operations for a
+    1024-entry codebook, several milliseconds for every level at every training step); this is ``d`` vectorised
+    sorts.
+    """
+    order = torch.arange(x.shape[0], device=x.device)
+    for j in range(x.shape[1] - 1, -1, -1):
+        order = order[torch.sort(x[order, j], stable=True).indices]
+    return order
+
+
+def distinct_rows(x: Tensor) -> Tensor:
+    """The distinct rows of ``x`` (N, d) in lexicographic order (M, d): what ``torch.unique(x, dim=0)`` returns."""
+    if x.shape[0] == 0:
+        return x.clone()
+    s = x[_lexsort_rows(x)]
+    keep = torch.ones(s.shape[0], dtype=torch.bool, device=x.device)
+    keep[1:] = (s[1:] != s[:-1]).any(dim=1)
+    return s[keep]
+
+
+def repeated_rows(x: Tensor) -> Tensor:
+    """(N,) True for each row of ``x`` (N, d) equal to a row with a lower index."""
+    mask = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    if x.shape[0] < 2:
+        return mask
+    # rows with a first value of their own cannot repeat: the common case for a trained codebook costs one sort
+    first = torch.sort(x[:, 0]).values
+    if not bool((first[1:] == first[:-1]).any()):
+        return mask
+    order = _lexsort_rows(x)
+    s = x[order]
+    mask[order[1:][(s[1:] == s[:-1]).all(dim=1)]] = True  # in sorted order a repeat follows its first occurrence
+    return mask
+
+
 def kmeans(x: Tensor, k: int, iters: int, metric: str = "euclidean") -> tuple[Tensor, Tensor]:
     """Lloyd's k-means: ``k`` centroids of the rows of ``x``.
 
@@ -94,7 +133,7 @@ def kmeans(x: Tensor, k: int, iters: int, metric: str = "euclidean") -> tuple[Te
     -------
     centroids: Tensor[k, d]; counts: Tensor[k] rows assigned to each centroid at the end.
     """
-    distinct = torch.unique(x, dim=0)  # (M, d) equal rows (silent frames) must not seed two centroids
+    distinct = distinct_rows(x)  # (M, d) equal rows (silent frames) must not seed two centroids
     m = distinct.shape[0]
     idx = torch.randperm(m, device=x.device)[:k] if m >= k else torch.randint(0, m, (k,), device=x.device)
     centroids = distinct[idx].clone()  # (k, d)
@@ -263,12 +302,8 @@ class VectorQuantizer(nn.Module):
         """
         key = _tensor_key(self.codebook)
         if key != self._duplicates_key:
-            K = self.codebook_size
-            index = torch.arange(K, device=self.codebook.device)
             compared = F.normalize(self.codebook, dim=1) if self.metric == "cosine" else self.codebook  # (K, d)
-            _, group = torch.unique(compared, dim=0, return_inverse=True)  # (K,) id of each distinct row
-            first = torch.full_like(index, K).scatter_reduce(0, group, index, reduce="amin")  # lowest index per id
-            self._duplicates_mask = first[group] != index
+            self._duplicates_mask = repeated_rows(compared)
             self._duplicates_key = key
         return self._duplicates_mask
 
@@ -333,7 +368,7 @@ class VectorQuantizer(nn.Module):
             return 0
         scale = 1.0 if self.metric == "cosine" else flat.double().pow(2).sum(dim=1)  # squared norm of what is compared
         fresh = min_distance > 1e-6 * scale  # (N,) vectors no entry represents yet
-        candidates = torch.unique(flat[fresh], dim=0)  # (M, d) distinct values (silence gives many equal frames)
+        candidates = distinct_rows(flat[fresh])  # (M, d) distinct values (silence gives many equal frames)
         n = min(n_dead, candidates.shape[0])  # the rest stay dead until a later batch
         if n:
             slots = dead.nonzero()[:, 0]

@@ -39,8 +39,8 @@ from s2slib.codec.model import Codec
 from s2slib.codec.pitch import frame_pitch, pitch_loss
 from s2slib.data.augment import AugmentConfig
 from s2slib.data.loader import CropSampler, load_utterances, read_crop, step_batches
-from s2slib.training import (History, autocast, optimisation_state, restore_optimisation, save_training_checkpoint,
-                             schedule_and_scaler, start_run)
+from s2slib.training import (History, adamw, autocast, optimisation_state, restore_optimisation,
+                             save_training_checkpoint, schedule_and_scaler, start_run)
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "codec.pt"
@@ -190,7 +190,7 @@ class CodecTrainer:
             if self.dist.enabled else self.codec
         )
         self.loss = ReconstructionLoss(codec_config.sample_rate, train_config.loss).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.codec.parameters(), lr=train_config.lr, betas=train_config.betas,
+        self.optimizer = adamw(self.codec.parameters(), lr=train_config.lr, betas=train_config.betas,
                                            weight_decay=train_config.weight_decay)
         self.scheduler, self.scaler = schedule_and_scaler(self.optimizer, train_config, self.device)
         self.step = 0

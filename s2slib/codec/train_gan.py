@@ -37,7 +37,7 @@ from s2slib.codec.config import CodecConfig
 from s2slib.codec.discriminators import DiscriminatorConfig, Discriminators
 from s2slib.codec.losses import ADVERSARIAL_LOSSES, feature_matching_loss
 from s2slib.codec.train import CodecTrainConfig, CodecTrainer
-from s2slib.training import autocast, cosine_with_warmup
+from s2slib.training import adamw, autocast, cosine_with_warmup
 
 
 @dataclass
@@ -93,7 +93,7 @@ class CodecGANTrainer(CodecTrainer):
                        else DiscriminatorConfig.preset(cfg.disc_preset))
         self.disc = Discriminators(disc_config).to(self.device)
         self.disc_model = DistributedDataParallel(self.disc) if self.dist.enabled else self.disc
-        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, betas=cfg.disc_betas)
+        self.opt_d = adamw(self.disc.parameters(), lr=cfg.disc_lr, betas=cfg.disc_betas)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(
             self.opt_d, lambda s: cosine_with_warmup(s, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio))
         self.d_loss_fn, self.g_loss_fn = ADVERSARIAL_LOSSES[cfg.loss_type]

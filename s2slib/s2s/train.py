@@ -39,8 +39,8 @@ from s2slib.s2s.config import S2SConfig
 from s2slib.s2s.data import Batch, ContinuationSampler, ContinuationTask, TokenItem, fixed_batches
 from s2slib.s2s.delay import IGNORE
 from s2slib.s2s.model import S2SModel, codebook_losses, transcription_loss
-from s2slib.training import (History, autocast, optimisation_state, restore_optimisation, save_training_checkpoint,
-                             schedule_and_scaler, start_run)
+from s2slib.training import (History, adamw, autocast, optimisation_state, restore_optimisation,
+                             save_training_checkpoint, schedule_and_scaler, start_run)
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "s2s.pt"
@@ -215,7 +215,7 @@ class S2STrainer:
         decay, no_decay = [], []  # weight decay on weight matrices only, not on embeddings, biases or norms
         for name, p in self.model.named_parameters():
             (decay if p.ndim >= 2 and "embed" not in name and "table" not in name else no_decay).append(p)
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train_config.weight_decay},
+        self.optimizer = adamw([{"params": decay, "weight_decay": train_config.weight_decay},
                                             {"params": no_decay, "weight_decay": 0.0}],
                                            lr=train_config.lr, betas=train_config.betas)
         self.scheduler, self.scaler = schedule_and_scaler(self.optimizer, train_config, self.device)
