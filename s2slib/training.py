@@ -233,6 +233,7 @@ def adamw(params, **kwargs) -> torch.optim.AdamW:
         optimizer.register_step_post_hook(lambda opt, args, kw: torch.autograd.graph.increment_version(tensors))
     return optimizer
 
+
 def schedule_and_scaler(optimizer: torch.optim.Optimizer, cfg: Any, device: torch.device):
     """The learning-rate schedule (:func:`cosine_with_warmup` from ``cfg``'s ``warmup_steps``, ``max_steps``,
     ``min_lr_ratio``) and the loss scaler (active only where :func:`needs_grad_scaler` says so, from ``cfg.amp``)."""

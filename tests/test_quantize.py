@@ -188,6 +188,7 @@ def test_row_helpers_match_torch_unique(values):
         assert torch.equal(repeated_rows(x), first[group] != index)  # equal to a row with a lower index
     assert distinct_rows(torch.zeros(0, 3)).shape == (0, 3)
 
+
 def test_cosine_metric_compares_directions():
     z = torch.tensor([0.5, 0.5]).view(1, 2, 1)
     for metric, expected in [("euclidean", 0), ("cosine", 1)]:
@@ -301,6 +302,7 @@ def test_cached_tables_follow_a_fused_optimizer_step(projection):
         codes = rvq.encode(z)
         assert torch.equal(codes, fresh.encode(z))
         assert torch.allclose(rvq.decode(codes), fresh.decode(codes), atol=1e-6)
+
 
 def test_quantizer_dropout_varies_levels_in_training_only():
     rvq = ResidualVectorQuantizer(dim=8, n_q=6, codebook_size=16, codebook_dim=4, kmeans_iters=2,

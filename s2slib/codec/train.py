@@ -191,7 +191,7 @@ class CodecTrainer:
         )
         self.loss = ReconstructionLoss(codec_config.sample_rate, train_config.loss).to(self.device)
         self.optimizer = adamw(self.codec.parameters(), lr=train_config.lr, betas=train_config.betas,
-                                           weight_decay=train_config.weight_decay)
+                               weight_decay=train_config.weight_decay)
         self.scheduler, self.scaler = schedule_and_scaler(self.optimizer, train_config, self.device)
         self.step = 0
         self.sampler = CropSampler(load_utterances(train_manifest), int(train_config.segment_s * codec_config.sample_rate),

@@ -216,8 +216,8 @@ class S2STrainer:
         for name, p in self.model.named_parameters():
             (decay if p.ndim >= 2 and "embed" not in name and "table" not in name else no_decay).append(p)
         self.optimizer = adamw([{"params": decay, "weight_decay": train_config.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}],
-                                           lr=train_config.lr, betas=train_config.betas)
+                                {"params": no_decay, "weight_decay": 0.0}],
+                               lr=train_config.lr, betas=train_config.betas)
         self.scheduler, self.scaler = schedule_and_scaler(self.optimizer, train_config, self.device)
         self.sampler, self.val_batches, targets = self.build_data(model_config, train_items, val_items)
         self.unigram_loss = unigram_loss(unigram_counts(targets, model_config), self.val_batches)  # (n_q,) nats
